@@ -1,0 +1,1 @@
+//! Specs, matcher, generate(), CMDB, state and edeploy.conf.

@@ -1,0 +1,59 @@
+//! `edeploy`: the command run on a host (or in the initrd). Thin: every command is one module that
+//! parses its arguments and calls into the crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod detect;
+
+#[derive(Parser)]
+#[command(
+    name = "edeploy",
+    version,
+    about = "Host side of edeploy: inspect this machine, keep it on its tree version"
+)]
+struct Cli {
+    /// Root of the system to work on (tests and chroots pass a directory).
+    #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+    /// More logging (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print this machine's hardware list (what the initrd uploads).
+    Detect(detect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Detect(args) => detect::run(&cli.root, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edeploy: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
