@@ -9,6 +9,6 @@ mod parse;
 mod value;
 mod write;
 
-pub use parse::{parse, parse_named, ParseError};
+pub use parse::{parse, parse_located, parse_named, ParseError};
 pub use value::Value;
 pub use write::{python_str, to_python, to_python_compact};

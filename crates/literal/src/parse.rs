@@ -28,6 +28,12 @@ pub fn parse(src: &str) -> Result<Value, ParseError> {
 
 /// Parses one literal; `file` names the source in errors.
 pub fn parse_named(src: &str, file: &str) -> Result<Value, ParseError> {
+    parse_located(src, file).map(|(v, _)| v)
+}
+
+/// Like [`parse_named`], also returning the `(line, column)` of every scalar (string, number,
+/// constant) in document order, so callers can point at an element of a file.
+pub fn parse_located(src: &str, file: &str) -> Result<(Value, Vec<(usize, usize)>), ParseError> {
     check_depth(src, file)?;
     let mut pairs = LiteralParser::parse(Rule::document, src).map_err(|e| {
         let (line, col) = match e.line_col {
@@ -43,7 +49,9 @@ pub fn parse_named(src: &str, file: &str) -> Result<Value, ParseError> {
     })?;
     let doc = pairs.next().expect("document rule always yields one pair");
     let value = doc.into_inner().next().expect("document holds one value");
-    build(value, file)
+    let mut positions = Vec::new();
+    let v = build(value, file, &mut positions)?;
+    Ok((v, positions))
 }
 
 fn describe(e: &pest::error::Error<Rule>) -> String {
@@ -141,7 +149,12 @@ fn error_at(pair: &Pair<Rule>, file: &str, message: String) -> ParseError {
     }
 }
 
-fn build(pair: Pair<Rule>, file: &str) -> Result<Value, ParseError> {
+type Positions = Vec<(usize, usize)>;
+
+fn build(pair: Pair<Rule>, file: &str, pos: &mut Positions) -> Result<Value, ParseError> {
+    if matches!(pair.as_rule(), Rule::constant | Rule::number | Rule::string) {
+        pos.push(pair.as_span().start_pos().line_col());
+    }
     Ok(match pair.as_rule() {
         Rule::constant => match pair.as_str() {
             "True" => Value::Bool(true),
@@ -156,12 +169,12 @@ fn build(pair: Pair<Rule>, file: &str) -> Result<Value, ParseError> {
             }
             Value::Str(out)
         }
-        Rule::list => Value::List(build_all(pair, file)?),
+        Rule::list => Value::List(build_all(pair, file, pos)?),
         Rule::tuple => {
             // `(x)` is x; `(x,)` and `(x, y)` are tuples. The grammar accepts both, so tell them
             // apart by the comma the source has after the first element.
             let text = pair.as_str();
-            let mut items = build_all(pair.clone(), file)?;
+            let mut items = build_all(pair.clone(), file, pos)?;
             if items.len() == 1 && !has_top_level_comma(text) {
                 items.pop().expect("one item")
             } else {
@@ -172,8 +185,8 @@ fn build(pair: Pair<Rule>, file: &str) -> Result<Value, ParseError> {
             let mut entries = Vec::new();
             for p in pair.into_inner() {
                 let mut kv = p.into_inner();
-                let k = build(kv.next().expect("key"), file)?;
-                let v = build(kv.next().expect("value"), file)?;
+                let k = build(kv.next().expect("key"), file, pos)?;
+                let v = build(kv.next().expect("value"), file, pos)?;
                 entries.push((k, v));
             }
             Value::Dict(entries)
@@ -181,15 +194,17 @@ fn build(pair: Pair<Rule>, file: &str) -> Result<Value, ParseError> {
         Rule::call => {
             let mut inner = pair.into_inner();
             let name = inner.next().expect("call name").as_str().to_string();
-            let args = inner.map(|p| build(p, file)).collect::<Result<_, _>>()?;
+            let args = inner
+                .map(|p| build(p, file, pos))
+                .collect::<Result<_, _>>()?;
             Value::Call { name, args }
         }
         r => return Err(error_at(&pair, file, format!("unexpected {r:?}"))),
     })
 }
 
-fn build_all(pair: Pair<Rule>, file: &str) -> Result<Vec<Value>, ParseError> {
-    pair.into_inner().map(|p| build(p, file)).collect()
+fn build_all(pair: Pair<Rule>, file: &str, pos: &mut Positions) -> Result<Vec<Value>, ParseError> {
+    pair.into_inner().map(|p| build(p, file, pos)).collect()
 }
 
 /// Whether the text of a parenthesised group has a comma at its own nesting level.

@@ -119,3 +119,9 @@ proptest! {
         prop_assert_eq!(parse(&to_python_compact(&v)).unwrap(), v);
     }
 }
+
+#[test]
+fn scalar_positions_in_document_order() {
+    let (_, pos) = edeploy_literal::parse_located("[('a', 1),\n  ('b', None)]", "f").unwrap();
+    assert_eq!(pos, vec![(1, 3), (1, 8), (2, 4), (2, 9)]);
+}
