@@ -1,1 +1,77 @@
-fn main() {}
+//! `edeploy-server`: the provisioning server's binary. Offline commands answer the questions an
+//! operator asks of a config directory (does this machine match? what does this CMDB expand to? is
+//! this directory valid?) with the same code the server runs.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod offline;
+
+#[derive(Parser)]
+#[command(
+    name = "edeploy-server",
+    version,
+    about = "edeploy provisioning server and its offline tools",
+    long_about = "edeploy provisioning server and its offline tools.\n\n\
+        Reads eDeploy's config directories unchanged: `state`, `<profile>.specs`, `<profile>.cmdb`, \
+        `<profile>.configure`, `edeploy.conf`.\n\n\
+        Exit status of `match`: 0 matched, 1 no match, 2 error. Of `check`: 0 clean, 1 problems \
+        found, 2 could not check."
+)]
+struct Cli {
+    /// More logging (repeat for more); EDEPLOY_LOG=debug also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Match a hardware list against one specs file, or run the whole selection of a config
+    /// directory (dry run: nothing is written).
+    Match(offline::MatchArgs),
+    /// Expand a CMDB file (a list, or `generate({...})`) and print the entries.
+    Generate(offline::GenerateArgs),
+    /// Parse every file of a config directory and report all problems at once.
+    Check(offline::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // The offline commands are filters: `edeploy-server generate x.cmdb | head` must end quietly.
+    reset_sigpipe();
+    let result = match cli.command {
+        Command::Match(a) => offline::run_match(a),
+        Command::Generate(a) => offline::run_generate(a),
+        Command::Check(a) => offline::run_check(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edeploy-server: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn reset_sigpipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

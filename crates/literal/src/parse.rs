@@ -44,7 +44,7 @@ pub fn parse_located(src: &str, file: &str) -> Result<(Value, Vec<(usize, usize)
             file: file.to_string(),
             line,
             col,
-            message: describe(&e),
+            message: describe(&e, src),
         }
     })?;
     let doc = pairs.next().expect("document rule always yields one pair");
@@ -54,8 +54,22 @@ pub fn parse_located(src: &str, file: &str) -> Result<(Value, Vec<(usize, usize)
     Ok((v, positions))
 }
 
-fn describe(e: &pest::error::Error<Rule>) -> String {
-    match &e.variant {
+fn describe(e: &pest::error::Error<Rule>, src: &str) -> String {
+    let at = match e.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((p, _)) => p,
+    };
+    let rest = src.get(at..).unwrap_or("");
+    let found = match rest.chars().next() {
+        None => "end of input".to_string(),
+        Some(c) if c.is_control() => format!("{c:?}"),
+        Some(c) => format!("`{c}`"),
+    };
+    if rest.trim().is_empty() && at > 0 {
+        return "unexpected end of input: a bracket, parenthesis or quote is not closed"
+            .to_string();
+    }
+    let expected = match &e.variant {
         pest::error::ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<&str> = positives.iter().filter_map(|r| rule_name(*r)).collect();
             names.sort_unstable();
@@ -67,7 +81,8 @@ fn describe(e: &pest::error::Error<Rule>) -> String {
             }
         }
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
-    }
+    };
+    format!("unexpected {found}; {expected}")
 }
 
 fn rule_name(r: Rule) -> Option<&'static str> {

@@ -78,7 +78,11 @@ fn errors_name_file_line_and_column() {
     let e = parse_named("[\n ('a', 'b'),\n ('c' 'd', ]\n", "x.specs").unwrap_err();
     assert_eq!(e.file, "x.specs");
     assert_eq!((e.line, e.col), (3, 12), "{e}");
-    assert!(e.to_string().starts_with("x.specs:3:12: expected"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("x.specs:3:12: unexpected `]`; expected"),
+        "{e}"
+    );
     let e = parse_named("[1, 2", "f").unwrap_err();
     assert_eq!(e.line, 1);
     let e = parse_named("__import__('os').system('id')", "evil").unwrap_err();
