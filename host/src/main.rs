@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod detect;
+mod zk;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,10 @@ struct Cli {
 enum Command {
     /// Print this machine's hardware list (what the initrd uploads).
     Detect(detect::Args),
+    /// Keep this host's applications at the cluster's version (ZooKeeper or a tree file).
+    Agent(agent::Args),
+    /// Import, export and print the deployment tree in zc.zk's text format.
+    Zk(zk::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Detect(args) => detect::run(&cli.root, args),
+        Command::Agent(args) => agent::run(&cli.root, cli.verbose, args),
+        Command::Zk(args) => zk::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 mod offline;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "edeploy-server",

@@ -9,3 +9,6 @@ mod sysname;
 
 pub use list::{HardwareList, HwError, HwLine};
 pub use sysname::sysname;
+
+pub mod detect;
+pub use detect::{detect, DetectError};

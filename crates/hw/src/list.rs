@@ -146,7 +146,7 @@ impl HardwareList {
         Value::List(
             self.0
                 .iter()
-                .map(|l| Value::Tuple(l.0.iter().map(|s| Value::Str(s.clone())).collect()))
+                .map(|l| Value::Tuple(l.0.iter().map(|s| Value::Str(s.into())).collect()))
                 .collect(),
         )
     }

@@ -10,5 +10,5 @@ mod value;
 mod write;
 
 pub use parse::{parse, parse_located, parse_named, ParseError};
-pub use value::Value;
+pub use value::{Call, Text, Value};
 pub use write::{python_str, to_python, to_python_compact};

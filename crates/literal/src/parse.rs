@@ -182,7 +182,7 @@ fn build(pair: Pair<Rule>, file: &str, pos: &mut Positions) -> Result<Value, Par
             for part in pair.clone().into_inner() {
                 unescape_part(part, file, &mut out)?;
             }
-            Value::Str(out)
+            Value::Str(out.into())
         }
         Rule::list => Value::List(build_all(pair, file, pos)?),
         Rule::tuple => {
@@ -212,7 +212,7 @@ fn build(pair: Pair<Rule>, file: &str, pos: &mut Positions) -> Result<Value, Par
             let args = inner
                 .map(|p| build(p, file, pos))
                 .collect::<Result<_, _>>()?;
-            Value::Call { name, args }
+            Value::Call(Box::new(crate::Call { name, args }))
         }
         r => return Err(error_at(&pair, file, format!("unexpected {r:?}"))),
     })

@@ -1,5 +1,9 @@
 use std::fmt;
 
+/// A string value. Small strings (up to 24 bytes: names, IPs, MACs, sizes) are stored inline,
+/// which matters when `generate()` expands a CMDB into tens of thousands of entries.
+pub type Text = compact_str::CompactString;
+
 /// A parsed literal. Dicts keep their file order, as Python 3.7+ dicts do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -7,15 +11,20 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(Text),
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
-    /// `name(arg, ...)`: only ever interpreted by the caller (e.g. `generate`).
-    Call {
-        name: String,
-        args: Vec<Value>,
-    },
+    /// `name(arg, ...)`: only ever interpreted by the caller (e.g. `generate`). Boxed to keep
+    /// every other value small (a CMDB can hold tens of thousands of them).
+    Call(Box<Call>),
+}
+
+/// A call as written, never evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub name: String,
+    pub args: Vec<Value>,
 }
 
 impl Value {
@@ -53,7 +62,7 @@ impl Value {
     /// spec elements written as numbers (`10`) compare like their Python `str()`.
     pub fn scalar_text(&self) -> Option<String> {
         match self {
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) => Some(s.to_string()),
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(crate::write::python_float(*f)),
             Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_string()),
@@ -73,7 +82,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Tuple(_) => "tuple",
             Value::Dict(_) => "dict",
-            Value::Call { .. } => "call",
+            Value::Call(_) => "call",
         }
     }
 
@@ -85,7 +94,7 @@ impl Value {
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::Str(s) => J::String(s.clone()),
+            Value::Str(s) => J::String(s.to_string()),
             Value::List(v) | Value::Tuple(v) => J::Array(v.iter().map(Value::to_json).collect()),
             Value::Dict(v) => J::Object(
                 v.iter()
@@ -98,7 +107,7 @@ impl Value {
                     })
                     .collect(),
             ),
-            Value::Call { .. } => J::String(crate::to_python_compact(self)),
+            Value::Call(_) => J::String(crate::to_python_compact(self)),
         }
     }
 
@@ -112,11 +121,11 @@ impl Value {
                 .as_i64()
                 .map(Value::Int)
                 .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-            J::String(s) => Value::Str(s.clone()),
+            J::String(s) => Value::Str(s.into()),
             J::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
             J::Object(o) => Value::Dict(
                 o.iter()
-                    .map(|(k, v)| (Value::Str(k.clone()), Value::from_json(v)))
+                    .map(|(k, v)| (Value::Str(k.into()), Value::from_json(v)))
                     .collect(),
             ),
         }
@@ -125,13 +134,13 @@ impl Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::Str(s.to_string())
+        Value::Str(s.into())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Self {
-        Value::Str(s)
+        Value::Str(s.into())
     }
 }
 

@@ -99,7 +99,8 @@ fn write_compact(v: &Value, out: &mut String) {
             }
             out.push('}');
         }
-        Value::Call { name, args } => {
+        Value::Call(call) => {
+            let crate::Call { name, args } = call.as_ref();
             out.push_str(name);
             out.push('(');
             for (i, a) in args.iter().enumerate() {

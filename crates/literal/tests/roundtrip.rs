@@ -2,7 +2,7 @@ use edeploy_literal::{parse, parse_named, to_python, to_python_compact, Value};
 use proptest::prelude::*;
 
 fn s(x: &str) -> Value {
-    Value::Str(x.to_string())
+    Value::Str(x.into())
 }
 
 #[test]
@@ -64,7 +64,8 @@ fn containers_comments_and_trailing_commas() {
 fn generate_call_is_kept_not_run() {
     let v = parse("generate({'ip': '10.0.0.1-3'}, '=')").unwrap();
     match v {
-        Value::Call { name, args } => {
+        Value::Call(call) => {
+            let edeploy_literal::Call { name, args } = *call;
             assert_eq!(name, "generate");
             assert_eq!(args.len(), 2);
             assert_eq!(args[1], s("="));
@@ -104,13 +105,13 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
         (-1e12f64..1e12).prop_map(Value::Float),
-        any::<String>().prop_map(Value::Str),
+        any::<String>().prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::List),
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Tuple),
-            prop::collection::vec((any::<String>().prop_map(Value::Str), inner), 0..4)
+            prop::collection::vec((any::<String>().prop_map(Value::from), inner), 0..4)
                 .prop_map(Value::Dict),
         ]
     })

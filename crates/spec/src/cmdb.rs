@@ -42,17 +42,18 @@ impl Cmdb {
             message,
         };
         let (entries, generated_from) = match value {
-            Value::Call { name, args } if name == "generate" => (
-                generate_call(&args).map_err(|source| CmdbError::Generate {
+            Value::Call(call) if call.name == "generate" => (
+                generate_call(&call.args).map_err(|source| CmdbError::Generate {
                     file: file.to_string(),
                     source,
                 })?,
                 Some(text.to_string()),
             ),
-            Value::Call { name, .. } => {
+            Value::Call(call) => {
+                let name = &call.name;
                 return Err(invalid(format!(
                     "unknown call {name}(): only generate() is allowed"
-                )))
+                )));
             }
             Value::List(items) | Value::Tuple(items) => (items, None),
             other => {
@@ -146,12 +147,12 @@ impl Cmdb {
         };
         for (k, v) in vars
             .iter()
-            .map(|(k, v)| (k.as_str(), Value::Str(v.clone())))
+            .map(|(k, v)| (k.as_str(), Value::Str(v.into())))
             .chain([("used", Value::Int(1))])
         {
             match entry.iter_mut().find(|(ek, _)| ek.as_str() == Some(k)) {
                 Some((_, slot)) => *slot = v,
-                None => entry.push((Value::Str(k.to_string()), v)),
+                None => entry.push((Value::Str(k.into()), v)),
             }
         }
         Ok(index)

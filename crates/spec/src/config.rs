@@ -161,7 +161,7 @@ pub fn select_with(
             None => matched
                 .vars
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+                .map(|(k, v)| (k.clone(), Value::Str(v.into())))
                 .collect(),
         };
         return Ok(Selection {

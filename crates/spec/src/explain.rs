@@ -337,7 +337,7 @@ fn expr_text(e: &crate::element::Expr) -> String {
 fn tuple(t: &[String; 4]) -> String {
     edeploy_literal::to_python_compact(&edeploy_literal::Value::Tuple(
         t.iter()
-            .map(|s| edeploy_literal::Value::Str(s.clone()))
+            .map(|s| edeploy_literal::Value::Str(s.into()))
             .collect(),
     ))
 }

@@ -16,7 +16,7 @@
 //! finite sequence at all yields one entry (Python yielded 16,387,064 copies), and with a prefix
 //! and no ranges the prefix is still dropped from the keys.
 
-use edeploy_literal::Value;
+use edeploy_literal::{Text, Value};
 
 /// Why a model cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,11 +31,55 @@ pub enum GenerateError {
 /// like `10.0-255.0-255.0-255` is refused instead of exhausting memory.
 pub const MAX_ENTRIES: usize = 1 << 20;
 
-/// One expanded value: a finite sequence, a constant, or a nested model.
+/// One expanded value: a finite sequence, a ranged string, a constant, or a nested model.
 enum Gen {
     Seq(Vec<Value>),
+    Pattern(Pattern),
     Const(Value),
     Nested(Vec<(Value, Gen)>),
+}
+
+/// A string with ranges, expanded on demand: entries are built straight from the index, without
+/// an intermediate list per key.
+pub enum Pattern {
+    /// Four dotted parts, each a list of alternatives (the first three carry their trailing dot);
+    /// the cartesian product, last part fastest.
+    Ipv4([Vec<Text>; 4]),
+    /// `head` + each number + `foot`.
+    Ranged {
+        head: Text,
+        nums: Vec<Text>,
+        foot: Text,
+    },
+}
+
+impl Pattern {
+    pub fn len(&self) -> usize {
+        match self {
+            // Checked against MAX_ENTRIES when built, so the product cannot overflow.
+            Pattern::Ipv4(parts) => parts.iter().map(Vec::len).product(),
+            Pattern::Ranged { nums, .. } => nums.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn nth(&self, mut i: usize) -> Text {
+        match self {
+            Pattern::Ipv4(parts) => {
+                let mut pick: [&str; 4] = [""; 4];
+                for k in (0..4).rev() {
+                    let n = parts[k].len();
+                    pick[k] = &parts[k][i % n];
+                    i /= n;
+                }
+                concat(&pick)
+            }
+            Pattern::Ranged { head, nums, foot } => concat(&[head, &nums[i], foot]),
+        }
+    }
 }
 
 impl Gen {
@@ -43,6 +87,7 @@ impl Gen {
     fn len(&self) -> Option<usize> {
         match self {
             Gen::Seq(v) => Some(v.len()),
+            Gen::Pattern(p) => Some(p.len()),
             Gen::Const(_) => None,
             Gen::Nested(items) => items.iter().filter_map(|(_, g)| g.len()).min(),
         }
@@ -51,6 +96,7 @@ impl Gen {
     fn nth(&self, i: usize) -> Value {
         match self {
             Gen::Seq(v) => v[i].clone(),
+            Gen::Pattern(p) => Value::Str(p.nth(i)),
             Gen::Const(c) => c.clone(),
             Gen::Nested(items) => {
                 Value::Dict(items.iter().map(|(k, g)| (k.clone(), g.nth(i))).collect())
@@ -97,7 +143,7 @@ fn model_items(
             let key_text = k.as_str();
             match (prefix, key_text) {
                 (Some(p), Some(text)) if text.starts_with(p) => {
-                    Ok((Value::Str(text[p.len()..].to_string()), values(v, None)?))
+                    Ok((Value::Str(text[p.len()..].into()), values(v, None)?))
                 }
                 (Some(_), _) => Ok((k.clone(), Gen::Const(v.clone()))),
                 (None, _) => Ok((k.clone(), values(v, None)?)),
@@ -110,8 +156,8 @@ fn values(v: &Value, prefix: Option<&str>) -> Result<Gen, GenerateError> {
     Ok(match v {
         Value::List(items) => Gen::Seq(items.clone()),
         Value::Dict(items) => Gen::Nested(model_items(items, prefix, false)?),
-        Value::Str(s) => match expand_str(s)? {
-            Some(seq) => Gen::Seq(seq.into_iter().map(Value::Str).collect()),
+        Value::Str(s) => match pattern(s)? {
+            Some(p) => Gen::Pattern(p),
             None => Gen::Const(v.clone()),
         },
         other => Gen::Const(other.clone()),
@@ -119,30 +165,31 @@ fn values(v: &Value, prefix: Option<&str>) -> Result<Gen, GenerateError> {
 }
 
 /// Expands one string; `None` when it holds no range (a constant).
-pub fn expand_str(s: &str) -> Result<Option<Vec<String>>, GenerateError> {
+pub fn expand_str(s: &str) -> Result<Option<Vec<Text>>, GenerateError> {
+    Ok(pattern(s)?.map(|p| (0..p.len()).map(|i| p.nth(i)).collect()))
+}
+
+/// Reads the ranges of one string; `None` when it holds none (a constant).
+pub fn pattern(s: &str) -> Result<Option<Pattern>, GenerateError> {
     let parts: Vec<&str> = s.split('.').collect();
     let ipv4_like = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_digit() || matches!(c, ':' | '-' | '.'));
     if ipv4_like && parts.len() == 4 && (s.contains(':') || s.contains('-')) {
-        let octets: Vec<Vec<String>> = parts.iter().map(|p| expand_range(p)).collect();
+        let octets: [Vec<Text>; 4] = [0, 1, 2, 3].map(|k| {
+            let mut alternatives = expand_range(parts[k]);
+            if k < 3 {
+                alternatives.iter_mut().for_each(|a| a.push('.'));
+            }
+            alternatives
+        });
         let total = octets
             .iter()
             .try_fold(1usize, |acc, o| acc.checked_mul(o.len()));
         if total.is_none_or(|t| t > MAX_ENTRIES) {
             return Err(GenerateError::TooLarge(MAX_ENTRIES));
         }
-        let mut out = Vec::with_capacity(total.unwrap_or(0));
-        for a in &octets[0] {
-            for b in &octets[1] {
-                for c in &octets[2] {
-                    for d in &octets[3] {
-                        out.push(format!("{a}.{b}.{c}.{d}"));
-                    }
-                }
-            }
-        }
-        return Ok(Some(out));
+        return Ok(Some(Pattern::Ipv4(octets)));
     }
     let Some((head, range, foot)) = find_range(s) else {
         return Ok(None);
@@ -151,11 +198,11 @@ pub fn expand_str(s: &str) -> Result<Option<Vec<String>>, GenerateError> {
     if nums.len() > MAX_ENTRIES {
         return Err(GenerateError::TooLarge(MAX_ENTRIES));
     }
-    Ok(Some(
-        nums.into_iter()
-            .map(|n| format!("{head}{n}{foot}"))
-            .collect(),
-    ))
+    Ok(Some(Pattern::Ranged {
+        head: head.into(),
+        nums,
+        foot: foot.into(),
+    }))
 }
 
 /// The first `N-M(:N-M)*` of a string, as `^(.*?)(\d+-\d+(:\d+-\d+)*)(.*)$` finds it.
@@ -196,18 +243,53 @@ fn find_range(s: &str) -> Option<(&str, &str, &str)> {
     None
 }
 
+/// Concatenation without the formatting machinery: generate() builds tens of thousands of these,
+/// most short enough to assemble on the stack and store inline.
+fn concat(parts: &[&str]) -> Text {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = [0u8; 64];
+    if len > buf.len() {
+        return Text::from(parts.concat());
+    }
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+        at += p.len();
+    }
+    // SAFETY: the buffer holds whole `str`s end to end, which is valid UTF-8; skipping the check
+    // matters when a CMDB expands to tens of thousands of entries.
+    Text::new(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
+}
+
+/// `n` in decimal, zero-padded to `width`.
+fn number(mut n: u64, width: usize) -> Text {
+    let mut buf = [b'0'; 40];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len().saturating_sub(width));
+    // SAFETY: ASCII digits only.
+    Text::new(unsafe { std::str::from_utf8_unchecked(&buf[start..]) })
+}
+
 /// `10-12:20-22` to its numbers; a part that is not `N-M` stands for itself, and so does the
 /// whole text when a bound is not a number (as eDeploy did).
-fn expand_range(text: &str) -> Vec<String> {
+fn expand_range(text: &str) -> Vec<Text> {
     let mut out = Vec::new();
     for part in text.split(':') {
         let bounds: Vec<&str> = part.split('-').collect();
         if bounds.len() != 2 {
-            out.push(text.to_string());
+            out.push(text.into());
             continue;
         }
         let (Ok(start), Ok(stop)) = (bounds[0].parse::<u64>(), bounds[1].parse::<u64>()) else {
-            out.push(text.to_string());
+            out.push(text.into());
             continue;
         };
         let width = if bounds[0].starts_with('0') {
@@ -215,7 +297,7 @@ fn expand_range(text: &str) -> Vec<String> {
         } else {
             0
         };
-        let fmt = |n: u64| format!("{n:0width$}");
+        let fmt = |n: u64| number(n, width);
         if stop.abs_diff(start) as usize > MAX_ENTRIES {
             // Refused by the caller's length check; keep memory bounded here.
             out.extend((0..=MAX_ENTRIES as u64).map(fmt));
@@ -235,7 +317,7 @@ mod tests {
 
     fn gen(src: &str) -> Vec<Value> {
         match parse(src).unwrap() {
-            Value::Call { args, .. } => generate_call(&args).unwrap(),
+            Value::Call(call) => generate_call(&call.args).unwrap(),
             other => panic!("{other:?}"),
         }
     }

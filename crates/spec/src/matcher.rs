@@ -35,19 +35,22 @@ pub struct Match {
     pub pref_vars: Vec<(String, String)>,
 }
 
+/// A category's lines, and its lines by key.
+type CategoryIndex<'h> = (Vec<usize>, HashMap<&'h str, Vec<usize>>);
+
 /// Hardware lines indexed by (category, key) and by category. Build it once per machine when
 /// matching many profiles.
 pub struct HwIndex<'h> {
     pub lines: &'h [HwLine],
     /// category -> (its lines, key -> its lines); nested so that lookups borrow `str` freely.
-    by_cat: HashMap<&'h str, (Vec<usize>, HashMap<&'h str, Vec<usize>>)>,
+    by_cat: HashMap<&'h str, CategoryIndex<'h>>,
     all: Vec<usize>,
 }
 
 impl<'h> HwIndex<'h> {
     pub fn new(hw: &'h HardwareList) -> Self {
         let lines = hw.lines();
-        let mut by_cat: HashMap<&str, (Vec<usize>, HashMap<&str, Vec<usize>>)> = HashMap::new();
+        let mut by_cat: HashMap<&str, CategoryIndex> = HashMap::new();
         for (i, l) in lines.iter().enumerate() {
             let (all, by_key) = by_cat.entry(l.category()).or_default();
             all.push(i);
@@ -276,21 +279,64 @@ impl<'s, 'h> Search<'s, 'h> {
         false
     }
 
-    /// Every later line that reads a freshly bound variable still has a usable candidate.
+    /// Forward checking with unit propagation: every later line that reads a freshly bound
+    /// variable must still have a usable candidate; a line left with exactly one is *forced*: its
+    /// hardware line is reserved and its bindings propagate to the lines that read them. This is
+    /// what stops a decoy like "the k-th disk must have the first disk's size" at the first
+    /// binding instead of after trying every ordering of the disks in between.
     fn forward_ok(&self, i: usize, fresh: &[usize]) -> bool {
-        let mut checked: Vec<usize> = Vec::new();
-        for &v in fresh {
+        let n = self.specs.lines.len();
+        let mut extra: Vec<(usize, &'h str)> = Vec::new();
+        let mut reserved: Vec<usize> = Vec::new();
+        let mut resolved = vec![false; n];
+        let mut queue: Vec<usize> = Vec::new();
+        let push_readers = |v: usize, queue: &mut Vec<usize>| {
             for &j in &self.readers[v] {
-                if j <= i || checked.contains(&j) {
+                if j > i && !queue.contains(&j) {
+                    queue.push(j);
+                }
+            }
+        };
+        for &v in fresh {
+            push_readers(v, &mut queue);
+        }
+        while let Some(j) = queue.pop() {
+            if resolved[j] {
+                continue;
+            }
+            let mut only: Option<usize> = None;
+            let mut count = 0;
+            for (c, cand) in self.cands[j].iter().enumerate() {
+                if self.is_used(cand.hw) || reserved.contains(&cand.hw) {
                     continue;
                 }
-                checked.push(j);
-                if !self.cands[j]
-                    .iter()
-                    .any(|c| !self.is_used(c.hw) && self.consistent(&c.binds))
-                {
-                    return false;
+                let ok = cand.binds.iter().all(|(v, val)| {
+                    let bound = self.bind[*v]
+                        .or_else(|| extra.iter().find(|(e, _)| e == v).map(|(_, x)| *x));
+                    bound.is_none_or(|b| b == *val)
+                });
+                if ok {
+                    count += 1;
+                    only = Some(c);
+                    if count > 1 {
+                        break;
+                    }
                 }
+            }
+            match (count, only) {
+                (0, _) => return false,
+                (1, Some(c)) => {
+                    resolved[j] = true;
+                    let cand = &self.cands[j][c];
+                    reserved.push(cand.hw);
+                    for &(v, val) in &cand.binds {
+                        if self.bind[v].is_none() && !extra.iter().any(|(e, _)| *e == v) {
+                            extra.push((v, val));
+                            push_readers(v, &mut queue);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         true

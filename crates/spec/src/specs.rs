@@ -174,12 +174,12 @@ impl Specs {
     ) -> Option<Vec<(usize, &'h str)>> {
         let spec = &self.lines[line];
         let mut out: Vec<(usize, &'h str)> = Vec::new();
-        for k in 0..4 {
-            let value = hw[k].as_str();
-            if !spec.elements[k].test(value) {
+        for ((value, element), var) in hw.iter().zip(&spec.elements).zip(spec.var_ids) {
+            let value = value.as_str();
+            if !element.test(value) {
                 return None;
             }
-            if let Some(id) = spec.var_ids[k] {
+            if let Some(id) = var {
                 match out.iter().find(|(v, _)| *v == id) {
                     Some((_, prev)) if *prev != value => return None,
                     Some(_) => {}

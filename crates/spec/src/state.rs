@@ -119,7 +119,7 @@ impl State {
                     Count::Left(n) => Value::Int(*n),
                     Count::Unlimited => Value::Str("*".into()),
                 };
-                Value::Tuple(vec![Value::Str(name.clone()), c])
+                Value::Tuple(vec![Value::Str(name.into()), c])
             })
             .collect();
         edeploy_literal::to_python(&Value::List(items))
