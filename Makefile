@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build release test lint fmt bench fuzz clean
+.PHONY: build release test lint fmt bench fuzz demo clean
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -24,6 +24,22 @@ fmt:
 
 bench: release
 	bash bench/run.sh
+
+# Runs the cargo-fuzz targets (10 minutes each by default: make fuzz FUZZ_SECONDS=60 for less).
+FUZZ_SECONDS ?= 600
+fuzz:
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The main job on the embedded defaults: detect this machine, then ask the example config dir
+# which profile it (and an example QEMU guest) would get, and why. Nothing is written.
+demo: release
+	@echo "== edeploy detect (this machine)"
+	@target/release/edeploy detect --format human | head -n 25
+	@target/release/edeploy detect > target/demo-hw.json
+	@echo; echo "== edeploy-server match --config specs (this machine)"
+	-@target/release/edeploy-server match --config specs --hw target/demo-hw.json --explain
+	@echo; echo "== edeploy-server match --config specs (a QEMU guest)"
+	@target/release/edeploy-server match --config specs --hw server/tests/data/qemu-vm.json --explain
 
 clean:
 	$(CARGO) clean

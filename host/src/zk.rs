@@ -121,6 +121,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             for change in &changes {
                 if dry_run {
                     println!("{change}");
+                } else if matches!(change, treefmt::Change::Keep { .. }) {
+                    eprintln!("{change}");
                 } else {
                     tracing::info!("{change}");
                 }

@@ -116,7 +116,7 @@ impl World {
 
     /// Waits until the host node satisfies `ok` (bounded).
     fn wait_host(&mut self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.host_node(ID).is_some_and(|n| ok(&n)) {
                 return;
@@ -142,7 +142,7 @@ impl World {
         self.import(&format!("/hosts\n  version = '{version}'\n{body}"));
         let status = self.host.root.join("var/lib/edeploy/agent/status");
         let failed = format!(" {version} failed\n");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !fs::read_to_string(&status).is_ok_and(|s| s.ends_with(&failed)) {
             assert!(Instant::now() < deadline, "version {version} never failed");
             std::thread::sleep(Duration::from_millis(50));
@@ -475,7 +475,7 @@ fn roles_new_hosts_and_run_once() {
 
     // A long-running agent registers the new host with its role and reached version.
     let _agent = w.spawn_agent("new", &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while w.host_node("525400aabbcc").is_none() {
         assert!(Instant::now() < deadline, "new host never registered");
         std::thread::sleep(Duration::from_millis(50));
@@ -541,4 +541,35 @@ fn agent_process_rides_through_a_zookeeper_restart() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert!(w.host.take_commands().is_empty(), "{}", agent.log());
+}
+
+#[test]
+fn agent_process_survives_session_expiry() {
+    let mut w = world();
+    w.host.publish("cms", "1.0");
+    let body = format!("/app : cms\n  version = '1.0'\n  /deploy\n    /{ID}\n");
+    w.import(&format!("/hosts\n  version = '1'\n{body}"));
+    let agent = w.spawn_agent("expiry", &["--host-id", ID]);
+    w.wait_host("version 1", |n| n["version"] == json!("1"));
+    assert_eq!(w.host.take_commands().len(), 5);
+
+    // A ZooKeeper that forgot everything: the agent's session is expired on reconnect. It opens
+    // a new one and registers again with the version it reached.
+    w.zk.restart_empty();
+    w.admin = ZkStore::new(&w.zk.addr()).unwrap();
+    w.wait_host("registration in a new session", |n| {
+        *n == json!({"name": "app.example.com", "version": "1"})
+    });
+    // The operator restores the tree at the same version: nothing runs again.
+    w.import(&format!("/hosts\n  version = '1'\n{body}"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(w.host.take_commands().is_empty(), "{}", agent.log());
+    // The watch was re-armed in the new session.
+    assert_eq!(
+        w.deploy_version("2", &body),
+        [
+            "yum -q list installed cms",
+            "/opt/cms/bin/zookeeper-deploy /app 0"
+        ]
+    );
 }

@@ -79,25 +79,31 @@ pub enum PlanError {
 /// Application nodes whose `deploy` child names this host, depth first in name order. The path
 /// buffer is shared so that the thousands of nodes that deploy elsewhere cost no allocation;
 /// `/hosts` and `/zookeeper` never hold applications.
-fn app_nodes<'a>(
-    node: &'a Node,
-    path: &mut String,
-    me: &Identity,
-    out: &mut Vec<(Arc<str>, &'a Node, &'a Node)>,
-) {
+fn app_nodes<'a>(node: &'a Node, path: &mut String, me: &Identity, out: &mut Vec<Candidate<'a>>) {
     if let Some(deploy) = node.children.get("deploy") {
-        let named = |k: &str| deploy.children.contains_key(k);
-        if named(&me.id) || named(&me.name) || me.role.as_deref().is_some_and(named) {
-            let p: Arc<str> = if path.is_empty() {
+        let role = me.role.as_deref();
+        let by_role = role.and_then(|r| deploy.children.get(r));
+        let host_based = |key: &str| (Some(key) != role).then(|| deploy.children.get(key))?;
+        let by_id = host_based(&me.id);
+        let by_name = host_based(&me.name);
+        if by_role.is_some() || by_id.is_some() || by_name.is_some() {
+            let path: Arc<str> = if path.is_empty() {
                 "/".into()
             } else {
                 path.as_str().into()
             };
-            out.push((p, node, deploy));
+            out.push(Candidate {
+                path,
+                node,
+                by_role,
+                by_id,
+                by_name,
+            });
         }
     }
     for (name, child) in &node.children {
-        if path.is_empty() && (name == "hosts" || name == "zookeeper") {
+        if child.children.is_empty() || path.is_empty() && (name == "hosts" || name == "zookeeper")
+        {
             continue;
         }
         let len = path.len();
@@ -108,6 +114,15 @@ fn app_nodes<'a>(
     }
 }
 
+/// An application node and its `deploy` children that name this host.
+struct Candidate<'a> {
+    path: Arc<str>,
+    node: &'a Node,
+    by_role: Option<&'a Node>,
+    by_id: Option<&'a Node>,
+    by_name: Option<&'a Node>,
+}
+
 /// The deployments the tree asks of this host, sorted by (path, n).
 pub fn desired(tree: &Node, me: &Identity) -> Result<Vec<Deployment>, PlanError> {
     // Package → (name, version), shared by every deployment of the package.
@@ -116,12 +131,15 @@ pub fn desired(tree: &Node, me: &Identity) -> Result<Vec<Deployment>, PlanError>
     let mut out = Vec::new();
     let mut candidates = Vec::new();
     app_nodes(tree, &mut String::new(), me, &mut candidates);
-    for (path, node, deploy) in candidates {
+    for Candidate {
+        path,
+        node,
+        by_role,
+        by_id,
+        by_name,
+    } in candidates
+    {
         let role = me.role.as_deref();
-        let by_role = role.and_then(|r| deploy.children.get(r));
-        let host_based = |key: &str| (Some(key) != role).then(|| deploy.children.get(key))?;
-        let by_id = host_based(&me.id);
-        let by_name = host_based(&me.name);
         if let (Some(role), true) = (role, by_id.is_some() || by_name.is_some()) {
             let key = if by_id.is_some() { &me.id } else { &me.name };
             return Err(PlanError::HostDeploymentWithRole {

@@ -276,6 +276,16 @@ impl ZkServer {
         self.stop();
         self.spawn();
     }
+
+    /// Restarts with an empty data directory: every session (and node) is gone, so clients
+    /// find their sessions expired.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let data = self.dir.join("zkdata");
+        fs::remove_dir_all(&data).unwrap();
+        fs::create_dir_all(&data).unwrap();
+        self.spawn();
+    }
 }
 
 impl Drop for ZkServer {

@@ -51,7 +51,32 @@ pub fn parse_located(src: &str, file: &str) -> Result<(Value, Vec<(usize, usize)
     let value = doc.into_inner().next().expect("document holds one value");
     let mut positions = Vec::new();
     let v = build(value, file, &mut positions)?;
+    offsets_to_line_col(src, &mut positions);
     Ok((v, positions))
+}
+
+/// Replaces ascending byte offsets (first field) by 1-based (line, column in characters).
+fn offsets_to_line_col(src: &str, positions: &mut [(usize, usize)]) {
+    let (mut line, mut col, mut at) = (1usize, 1usize, 0usize);
+    let mut chars = src.char_indices().peekable();
+    for p in positions.iter_mut() {
+        let target = p.0;
+        debug_assert!(target >= at, "offsets come in document order");
+        while let Some(&(i, c)) = chars.peek() {
+            if i >= target {
+                break;
+            }
+            chars.next();
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        at = target;
+        *p = (line, col);
+    }
 }
 
 fn describe(e: &pest::error::Error<Rule>, src: &str) -> String {
@@ -168,7 +193,9 @@ type Positions = Vec<(usize, usize)>;
 
 fn build(pair: Pair<Rule>, file: &str, pos: &mut Positions) -> Result<Value, ParseError> {
     if matches!(pair.as_rule(), Rule::constant | Rule::number | Rule::string) {
-        pos.push(pair.as_span().start_pos().line_col());
+        // Byte offsets now, lines and columns in one pass at the end: pest's `line_col` scans
+        // from the start of the input each time, which made parsing quadratic.
+        pos.push((pair.as_span().start(), 0));
     }
     Ok(match pair.as_rule() {
         Rule::constant => match pair.as_str() {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets, each for SECONDS (default 600), seeded from the example config dir.
+# cargo fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-600}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(literal matcher generate)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+for t in "${targets[@]}"; do
+  corpus=fuzz/corpus/$t
+  mkdir -p "$corpus"
+  case $t in
+    literal|generate) cp specs/*.specs specs/*.cmdb specs/state "$corpus"/ 2>/dev/null || true ;;
+    matcher)
+      # First line: specs; rest: hardware list.
+      for s in specs/*.specs; do
+        { tr -d '\n' < "$s" | sed 's/#[^]]*\[/[/'; echo; cat server/tests/data/qemu-vm.json; } > "$corpus/$(basename "$s").seed"
+      done ;;
+  esac
+  echo "== fuzzing $t for ${secs}s"
+  cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=4096 -max_len=4096 2>&1 | tail -n 15
+done
