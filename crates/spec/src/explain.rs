@@ -68,19 +68,7 @@ pub fn explain(specs: &Specs, hw: &HardwareList) -> Explanation {
             .lines
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                let h = search.assign[i];
-                report(
-                    specs,
-                    i,
-                    l,
-                    Status::Matched,
-                    Some(&lines[h]),
-                    bound_by(specs, i, &lines[h]),
-                    None,
-                    vec![],
-                )
-            })
+            .map(|(i, _)| LineReport::matched(specs, i, &lines[search.assign[i]]))
             .collect();
         return Explanation {
             file: specs.file.clone(),
@@ -102,7 +90,7 @@ pub fn explain(specs: &Specs, hw: &HardwareList) -> Explanation {
         } else {
             (&[][..], vec![None; specs.vars.len()])
         };
-        return failure(specs, lines, assign, &binds, i, reason, assign);
+        return failure(specs, lines, assign, &binds, i, reason);
     }
     let exhausted = plain.nodes > BUDGET;
     let competing = plain.cands[depth].iter().all(|c| assign.contains(&c.hw));
@@ -119,7 +107,7 @@ pub fn explain(specs: &Specs, hw: &HardwareList) -> Explanation {
             }
         )
     };
-    failure(specs, lines, &assign, &binds, depth, reason, &assign)
+    failure(specs, lines, &assign, &binds, depth, reason)
 }
 
 fn bound_by(specs: &Specs, i: usize, hw: &HwLine) -> Vec<(String, String)> {
@@ -135,30 +123,32 @@ fn bound_by(specs: &Specs, i: usize, hw: &HwLine) -> Vec<(String, String)> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    specs: &Specs,
-    i: usize,
-    l: &crate::specs::SpecLine,
-    status: Status,
-    hw: Option<&HwLine>,
-    binds: Vec<(String, String)>,
-    reason: Option<String>,
-    closest: Vec<Near>,
-) -> LineReport {
-    let _ = specs;
-    LineReport {
-        spec: i + 1,
-        line: l.line,
-        text: l.text.clone(),
-        status,
-        hw: hw.map(|h| h.0.clone()),
-        binds,
-        reason,
-        closest,
+impl LineReport {
+    fn new(specs: &Specs, i: usize, status: Status) -> LineReport {
+        let l = &specs.lines[i];
+        LineReport {
+            spec: i + 1,
+            line: l.line,
+            text: l.text.clone(),
+            status,
+            hw: None,
+            binds: Vec::new(),
+            reason: None,
+            closest: Vec::new(),
+        }
+    }
+
+    fn matched(specs: &Specs, i: usize, hw: &HwLine) -> LineReport {
+        LineReport {
+            hw: Some(hw.0.clone()),
+            binds: bound_by(specs, i, hw),
+            ..LineReport::new(specs, i, Status::Matched)
+        }
     }
 }
 
+/// The report of a failed match: lines before `failed` as the partial assignment took them, the
+/// failed line with its closest candidates, the rest not reached.
 fn failure(
     specs: &Specs,
     lines: &[HwLine],
@@ -166,39 +156,22 @@ fn failure(
     binds: &[Option<&str>],
     failed: usize,
     reason: String,
-    used: &[usize],
 ) -> Explanation {
-    let mut reports = Vec::new();
-    for (i, l) in specs.lines.iter().enumerate() {
-        let r = if i < assign.len() && i < failed {
-            let h = &lines[assign[i]];
-            report(
-                specs,
-                i,
-                l,
-                Status::Matched,
-                Some(h),
-                bound_by(specs, i, h),
-                None,
-                vec![],
-            )
-        } else if i == failed {
-            let closest = closest(specs, i, lines, binds, used, assign);
-            report(
-                specs,
-                i,
-                l,
-                Status::Failed,
-                None,
-                vec![],
-                Some(reason.clone()),
-                closest,
-            )
-        } else {
-            report(specs, i, l, Status::NotReached, None, vec![], None, vec![])
-        };
-        reports.push(r);
-    }
+    let reports = (0..specs.lines.len())
+        .map(|i| {
+            if i < assign.len() && i < failed {
+                LineReport::matched(specs, i, &lines[assign[i]])
+            } else if i == failed {
+                LineReport {
+                    reason: Some(reason.clone()),
+                    closest: closest(specs, i, lines, binds, assign),
+                    ..LineReport::new(specs, i, Status::Failed)
+                }
+            } else {
+                LineReport::new(specs, i, Status::NotReached)
+            }
+        })
+        .collect();
     Explanation {
         file: specs.file.clone(),
         matched: false,
@@ -214,7 +187,6 @@ fn closest(
     i: usize,
     lines: &[HwLine],
     binds: &[Option<&str>],
-    used: &[usize],
     assign: &[usize],
 ) -> Vec<Near> {
     let spec = &specs.lines[i];
@@ -225,7 +197,7 @@ fn closest(
                 element_problem(specs, &spec.elements[k], spec.var_ids[k], &line[k], binds)
             })
             .collect();
-        if used.contains(&h) {
+        if assign.contains(&h) {
             let by = owner
                 .get(&h)
                 .map_or(String::new(), |s| format!(" by spec line {}", s + 1));
