@@ -52,6 +52,13 @@ impl HardwareList {
         Self::default()
     }
 
+    /// A list from literal rows, e.g. `[["disk", "sda", "size", "20"]]` (tests, examples).
+    pub fn from_rows(rows: &[[&str; 4]]) -> Self {
+        rows.iter()
+            .map(|r| HwLine::new(r[0], r[1], r[2], r[3]))
+            .collect()
+    }
+
     pub fn push(&mut self, category: &str, item: &str, key: &str, value: &str) {
         self.0.push(HwLine::new(category, item, key, value));
     }

@@ -292,14 +292,10 @@ pub fn check_dir(dir: &Path) -> CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edeploy_hw::HwLine;
     use std::collections::HashMap;
 
     fn hw(lines: &[[&str; 4]]) -> HardwareList {
-        lines
-            .iter()
-            .map(|l| HwLine::new(l[0], l[1], l[2], l[3]))
-            .collect()
+        HardwareList::from_rows(lines)
     }
 
     struct Dir {

@@ -375,10 +375,7 @@ mod tests {
     use super::*;
 
     fn hw(lines: &[[&str; 4]]) -> HardwareList {
-        lines
-            .iter()
-            .map(|l| HwLine::new(l[0], l[1], l[2], l[3]))
-            .collect()
+        HardwareList::from_rows(lines)
     }
 
     #[test]
