@@ -22,5 +22,5 @@ for t in "${targets[@]}"; do
       done ;;
   esac
   echo "== fuzzing $t for ${secs}s"
-  cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=4096 -max_len=4096 2>&1 | tail -n 15
+  cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -max_len=4096 2>&1 | tail -n 15
 done

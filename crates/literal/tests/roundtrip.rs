@@ -94,6 +94,13 @@ fn errors_name_file_line_and_column() {
     );
     assert!(parse("'unterminated").is_err());
     assert!(parse("99999999999999999999").is_err());
+    // Nested parentheses once took exponential time (the fuzzer's find): 60 levels must be quick.
+    let start = std::time::Instant::now();
+    let nested = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+    assert_eq!(parse(&nested).unwrap(), Value::Int(1));
+    let nested = format!("{}1{}", "(".repeat(60), ",)".repeat(60));
+    assert!(parse(&nested).is_ok());
+    assert!(start.elapsed().as_secs() < 2, "{:?}", start.elapsed());
     let deep = "[".repeat(100_000);
     let e = parse_named(&deep, "deep").unwrap_err();
     assert!(e.message.contains("nesting"), "{e}");
