@@ -6,6 +6,7 @@ Prints one JSON object per case: {"case": ..., "seconds": median, "runs": n} or 
 import ast
 import json
 import os
+import pprint
 import signal
 import statistics
 import sys
@@ -85,3 +86,12 @@ def gen():
 
 
 emit("generate 10000", gen, 3)
+
+
+def gen_write():
+    # eDeploy's save_cmdb wrote the expanded list with pprint.
+    entries = eval(gen_text, {"__builtins__": {}, "generate": generate})
+    assert len(pprint.pformat(entries)) > 10000
+
+
+emit("generate+write 10000", gen_write, 3)

@@ -74,4 +74,15 @@ fn main() {
         )
     };
     emit("generate 10000", median(gen, 21), 21);
+    // What the server does the first time a generate() CMDB is used: expand, then write the file.
+    let gen_write = || {
+        assert!(
+            Cmdb::parse(&gen_text, "generate.cmdb")
+                .unwrap()
+                .to_text()
+                .len()
+                > 10_000
+        )
+    };
+    emit("generate+write 10000", median(gen_write, 21), 21);
 }
