@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod detect;
+mod tree;
 mod zk;
 
 #[derive(Parser)]
@@ -35,6 +36,8 @@ enum Command {
     Agent(agent::Args),
     /// Import, export and print the deployment tree in zc.zk's text format.
     Zk(zk::Args),
+    #[command(flatten)]
+    Tree(tree::TreeCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => detect::run(&cli.root, args),
         Command::Agent(args) => agent::run(&cli.root, cli.verbose, args),
         Command::Zk(args) => zk::run(args),
+        Command::Tree(c) => tree::run(&cli.root, c),
     };
     match result {
         Ok(code) => code,

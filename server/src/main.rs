@@ -1,12 +1,14 @@
 //! `edeploy-server`: the provisioning server's binary. Offline commands answer the questions an
 //! operator asks of a config directory (does this machine match? what does this CMDB expand to? is
-//! this directory valid?) with the same code the server runs.
+//! this directory valid?) with the same code the server runs. `serve` is the provisioning server;
+//! with `GATEWAY_INTERFACE` set the binary is a CGI program whatever its arguments.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod offline;
+mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,9 +41,34 @@ enum Command {
     Generate(offline::GenerateArgs),
     /// Parse every file of a config directory and report all problems at once.
     Check(offline::CheckArgs),
+    /// Run the provisioning server (embedded HTTP). With no --config, serves a copy of the
+    /// repository's specs/ from ./var/edeploy on 127.0.0.1:8080.
+    Serve(serve::ServeArgs),
+}
+
+fn init_logs(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+        // A web server runs us as CGI (`cgi-bin/upload.py`): argv means nothing then. Logs go to
+        // stderr, which the web server keeps in its error log.
+        init_logs("warn");
+        return match edeploy_server::cgi::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edeploy-server: cgi: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -49,19 +76,25 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    // The offline commands are filters: `edeploy-server generate x.cmdb | head` must end quietly.
-    reset_sigpipe();
     let result = match cli.command {
-        Command::Match(a) => offline::run_match(a),
-        Command::Generate(a) => offline::run_generate(a),
-        Command::Check(a) => offline::run_check(a),
+        Command::Serve(a) => {
+            // SIGPIPE stays ignored (Rust's default): a client hanging up must never kill the
+            // server. A server says what it does by default, so at least `info`.
+            init_logs(if cli.verbose == 0 { "info" } else { level });
+            serve::run(a)
+        }
+        offline_command => {
+            init_logs(level);
+            // The offline commands are filters: `edeploy-server generate x.cmdb | head` must end
+            // quietly.
+            reset_sigpipe();
+            match offline_command {
+                Command::Match(a) => offline::run_match(a),
+                Command::Generate(a) => offline::run_generate(a),
+                Command::Check(a) => offline::run_check(a),
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Upload server benchmarks (issue "Provisioning server: upload endpoint as embedded HTTP server and
+# as CGI"): a 50-profile config, '*' quotas, machines spread over every profile (a machine of
+# product prodN is tried against N+1 profiles), each upload durably saving its .hw file.
+#  - embedded server (`edeploy-server serve`), many keep-alive clients   (goal >= 2,000 req/s, p99 < 10 ms)
+#  - CGI under a real lighttpd (`cgi-bin/upload.py`)                     (goal >= 300 req/s)
+# The load generator is server/examples/loadgen.rs. Knobs: SECONDS_EACH, CONC (a list of client
+# counts), CGI_CONC, PROFILES, BENCH_DIR (where the config and written files live: the disk under
+# test; default a temp dir under $TMPDIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+SECONDS_EACH=${SECONDS_EACH:-5}
+CONC=${CONC:-16 64}
+CGI_CONC=${CGI_CONC:-16}
+PROFILES=${PROFILES:-50}
+
+$CARGO build --quiet --release -p edeploy-server --bin edeploy-server --example loadgen
+bin=$PWD/target/release/edeploy-server
+loadgen=$PWD/target/release/examples/loadgen
+work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/edeploy-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+# --- embedded
+mkdir -p "$work/emb"
+conf=$("$loadgen" config "$work/emb" "$PROFILES")
+port=$(free_port)
+EDEPLOY_LOG=warn "$bin" serve --config "$conf" --listen "127.0.0.1:$port" >/dev/null &
+pids+=($!)
+wait_port "$port"
+for c in $CONC; do
+  echo "embedded server, $PROFILES profiles, $c clients, ${SECONDS_EACH}s:"
+  echo "  $("$loadgen" run "127.0.0.1:$port" /upload "$c" "$SECONDS_EACH" "$PROFILES")"
+done
+
+# --- CGI under lighttpd
+lighttpd=$(command -v lighttpd || echo /usr/sbin/lighttpd)
+if [ ! -x "$lighttpd" ]; then
+  echo "CGI bench: lighttpd missing (apt-get install lighttpd): skipped" >&2
+  exit 0
+fi
+mkdir -p "$work/cgi/data" "$work/cgi/www" "$work/cgi/cgi-bin"
+conf=$("$loadgen" config "$work/cgi/data" "$PROFILES")
+cp "$bin" "$work/cgi/cgi-bin/upload.py"
+port=$(free_port)
+cat > "$work/cgi/lighttpd.conf" <<CONF
+server.document-root = "$work/cgi/www"
+server.bind = "127.0.0.1"
+server.port = $port
+server.errorlog = "$work/cgi/error.log"
+server.max-keep-alive-requests = 100000
+server.modules = ("mod_alias", "mod_setenv", "mod_cgi")
+alias.url = ("/cgi-bin/" => "$work/cgi/cgi-bin/")
+setenv.add-environment = ("EDEPLOY_CONF" => "$conf")
+\$HTTP["url"] =~ "^/cgi-bin/" { cgi.assign = ("" => "") }
+CONF
+"$lighttpd" -D -f "$work/cgi/lighttpd.conf" &
+pids+=($!)
+wait_port "$port"
+echo "CGI under lighttpd, $PROFILES profiles, $CGI_CONC clients, ${SECONDS_EACH}s:"
+echo "  $("$loadgen" run "127.0.0.1:$port" /cgi-bin/upload.py "$CGI_CONC" "$SECONDS_EACH" "$PROFILES")"

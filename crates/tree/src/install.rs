@@ -1,0 +1,457 @@
+//! Fresh install of a manifest into a root (the initrd's code path), and the building blocks
+//! the upgrade reuses.
+//!
+//! Order: directories (mode fixed at the end, so read-only directories can still be filled),
+//! symlinks/devices/fifos, files streamed from the pack, hardlinks, directory metadata, one
+//! `syncfs`. Each file is written under `ROOT/.edeploy-staging/`, its hash checked at the end
+//! of its stream, its metadata applied, and only then renamed into place: a file at its final
+//! path with its final size/mode/owner/mtime has been verified, which is what makes a rerun
+//! after an interruption skip it.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::fsutil::{self, join, PayloadReader, PayloadWriter};
+use crate::manifest::{self, hex, manifest_hash, Entry, Hash, Kind, Manifest};
+use crate::progress::{Event, Progress, Quiet};
+use crate::source::Source;
+use crate::stream::{self, Counting, HashVerify};
+use crate::{Error, Result};
+
+pub const STAGING: &str = ".edeploy-staging";
+
+pub struct Options<'a> {
+    /// When set, the manifest must carry a valid signature by this key.
+    pub key: Option<&'a VerifyingKey>,
+    pub progress: &'a dyn Progress,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            key: None,
+            progress: &Quiet,
+        }
+    }
+}
+
+/// Fetch, authenticate (when a key is given) and parse a manifest. Returns it with its stored
+/// bytes and hash.
+pub fn fetch_manifest(
+    src: &dyn Source,
+    version: &str,
+    role: &str,
+    key: Option<&VerifyingKey>,
+) -> Result<(Manifest, Vec<u8>, Hash)> {
+    let bytes = src.manifest(version, role)?;
+    if let Some(k) = key {
+        let sig = src
+            .manifest_signature(version, role)?
+            .ok_or_else(|| Error::Signature(format!("manifest {version}/{role} is not signed")))?;
+        manifest::verify_signature(&bytes, &sig, k)?;
+    }
+    let m = Manifest::from_bytes(&bytes)?;
+    if m.version != version || m.role != role {
+        return Err(Error::Integrity(format!(
+            "asked for {version}/{role}, manifest says {}/{}",
+            m.version, m.role
+        )));
+    }
+    let h = manifest_hash(&bytes);
+    Ok((m, bytes, h))
+}
+
+/// Payload length (bytes that travel) of a file entry.
+pub fn payload_len(size: u64, extents: Option<&[(u64, u64)]>) -> u64 {
+    match extents {
+        Some(x) => x.iter().map(|e| e.1).sum(),
+        None => size,
+    }
+}
+
+/// Install `version`/`role` into `root` (empty, or holding an interrupted install of the same
+/// manifest). Returns the manifest and its stored bytes (the caller records them as installed).
+pub fn install(
+    src: &dyn Source,
+    version: &str,
+    role: &str,
+    root: &Path,
+    opts: &Options,
+) -> Result<(Manifest, Vec<u8>)> {
+    let (m, bytes, mh) = fetch_manifest(src, version, role, opts.key)?;
+    fs::create_dir_all(root)?;
+    let staging = Staging::new(root)?;
+    create_non_files(root, m.entries.iter())?;
+    let needed: Vec<&Entry> = m
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File { .. }))
+        .filter(|e| !fsutil::file_matches_fast(&join(root, &e.path), e))
+        .collect();
+    fetch_files(src, &mh, root, &staging, &needed, opts.progress)?;
+    link_hardlinks(root, m.entries.iter())?;
+    finish_dirs(root, m.entries.iter())?;
+    opts.progress.event(Event::Phase {
+        name: "sync".into(),
+    });
+    staging.remove()?;
+    fsutil::syncfs(root)?;
+    Ok((m, bytes))
+}
+
+/// The staging directory for not-yet-verified content (same filesystem as the tree, so the
+/// final rename is atomic). Leftovers from an interrupted run are unverified: dropped.
+pub struct Staging {
+    pub dir: PathBuf,
+    n: AtomicU64,
+}
+
+impl Staging {
+    pub fn new(root: &Path) -> Result<Staging> {
+        let dir = root.join(STAGING);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir(&dir)?;
+        Ok(Staging {
+            dir,
+            n: AtomicU64::new(0),
+        })
+    }
+
+    pub fn next(&self) -> PathBuf {
+        let n = self.n.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir.join(n.to_string())
+    }
+
+    pub fn remove(self) -> io::Result<()> {
+        fs::remove_dir_all(&self.dir)
+    }
+}
+
+/// Remove whatever is at `p` (file, link, special, or a whole directory).
+pub fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Does the object at `p` already have `e`'s type (and link target / device number)?
+pub fn same_kind(p: &Path, e: &Entry) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return false;
+    };
+    let ft = m.file_type();
+    match &e.kind {
+        Kind::Dir => ft.is_dir(),
+        Kind::Symlink { target } => {
+            ft.is_symlink()
+                && fs::read_link(p)
+                    .map(|t| t.as_os_str().as_bytes() == &target[..])
+                    .unwrap_or(false)
+        }
+        Kind::Char { rdev } => ft.is_char_device() && m.rdev() == *rdev,
+        Kind::Block { rdev } => ft.is_block_device() && m.rdev() == *rdev,
+        Kind::Fifo => ft.is_fifo(),
+        Kind::File { .. } | Kind::Hardlink { .. } => ft.is_file(),
+    }
+}
+
+/// Create directories, symlinks, devices and fifos (idempotent: a rerun keeps what matches).
+pub fn create_non_files<'a>(root: &Path, entries: impl Iterator<Item = &'a Entry>) -> Result<()> {
+    for e in entries {
+        let p = join(root, &e.path);
+        match &e.kind {
+            Kind::File { .. } | Kind::Hardlink { .. } => continue,
+            Kind::Dir => {
+                if !same_kind(&p, e) {
+                    remove_any(&p)?;
+                    fs::create_dir(&p)?;
+                }
+                continue; // metadata at the end
+            }
+            Kind::Symlink { target } => {
+                if !same_kind(&p, e) {
+                    remove_any(&p)?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)?;
+                }
+            }
+            Kind::Char { .. } | Kind::Block { .. } | Kind::Fifo => {
+                if !same_kind(&p, e) {
+                    remove_any(&p)?;
+                    fsutil::mknod(&p, &e.kind, e.mode)?;
+                }
+            }
+        }
+        fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))?;
+    }
+    Ok(())
+}
+
+pub fn ctx(p: &Path, e: io::Error) -> Error {
+    Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+/// Hardlinks, after their targets exist.
+pub fn link_hardlinks<'a>(root: &Path, entries: impl Iterator<Item = &'a Entry>) -> Result<()> {
+    for e in entries {
+        if let Kind::Hardlink { target } = &e.kind {
+            let p = join(root, &e.path);
+            let t = join(root, target);
+            let tm = fs::symlink_metadata(&t).map_err(|err| ctx(&t, err))?;
+            if let Ok(pm) = fs::symlink_metadata(&p) {
+                if pm.ino() == tm.ino() && pm.dev() == tm.dev() {
+                    continue;
+                }
+                remove_any(&p)?;
+            }
+            fs::hard_link(&t, &p).map_err(|err| ctx(&p, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Directory metadata, deepest first (setting a parent's mtime before filling it is useless).
+pub fn finish_dirs<'a>(
+    root: &Path,
+    entries: impl DoubleEndedIterator<Item = &'a Entry>,
+) -> Result<()> {
+    for e in entries.rev() {
+        if matches!(e.kind, Kind::Dir) {
+            let p = join(root, &e.path);
+            fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Stream the pack from the first record needed and commit every `needed` file entry.
+/// Records not needed (already installed content) are read past, not written.
+pub fn fetch_files(
+    src: &dyn Source,
+    mh: &Hash,
+    root: &Path,
+    staging: &Staging,
+    needed: &[&Entry],
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut by_hash: HashMap<Hash, Vec<&Entry>> = HashMap::new();
+    let mut bytes = 0;
+    for e in needed {
+        let Kind::File {
+            hash,
+            size,
+            extents,
+        } = &e.kind
+        else {
+            continue;
+        };
+        let v = by_hash.entry(*hash).or_default();
+        if v.is_empty() {
+            bytes += payload_len(*size, extents.as_deref());
+        }
+        v.push(e);
+    }
+    progress.event(Event::Start {
+        files: needed.len() as u64,
+        bytes,
+        skipped: 0,
+    });
+    if by_hash.is_empty() {
+        progress.event(Event::Done { files: 0, bytes: 0 });
+        return Ok(());
+    }
+    let idx = src.pack_index(mh)?;
+    let start = idx
+        .offsets()?
+        .into_iter()
+        .filter(|(h, _)| by_hash.contains_key(h))
+        .map(|(_, o)| o)
+        .min()
+        .ok_or_else(|| Error::Integrity("pack index lacks needed content".into()))?;
+    let mut r = src.pack(mh, start)?;
+    if start == 0 {
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != stream::PACK_MAGIC {
+            return Err(Error::Integrity("not an edeploy pack".into()));
+        }
+    }
+    // Pipeline: this thread reads the pack (network-bound later); records up to
+    // `INLINE_MAX` are handed whole to worker threads that decompress, verify, write and
+    // commit (CPU- and syscall-bound: ~2x on 2 cores). Larger records stream inline, so
+    // memory stays bounded by the channel depth × `INLINE_MAX`.
+    const INLINE_MAX: u64 = 4 << 20;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let done_bytes = AtomicU64::new(0);
+    let last_report = AtomicU64::new(0);
+    let files = AtomicU64::new(0);
+    let failed = std::sync::Mutex::new(None::<Error>);
+    let ctx_w = WriteCtx {
+        root,
+        staging,
+        progress,
+        done_bytes: &done_bytes,
+        last_report: &last_report,
+        files: &files,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u8, Vec<u8>, Vec<&Entry>)>(workers * 8);
+    let rx = std::sync::Mutex::new(rx);
+    let reader_result = std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let job = rx.lock().map(|r| r.recv());
+                let Ok(Ok((tag, bytes, targets))) = job else {
+                    return;
+                };
+                if let Err(e) = ctx_w.write_record(tag, &bytes[..], &targets) {
+                    failed.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+        let res = (|| -> Result<()> {
+            while !by_hash.is_empty() {
+                if failed.lock().unwrap().is_some() {
+                    return Ok(());
+                }
+                let hdr = stream::read_record_header(&mut r)?.ok_or_else(|| {
+                    Error::Integrity("pack ended before all content arrived".into())
+                })?;
+                let mut limited = (&mut r).take(hdr.len);
+                let Some(targets) = by_hash.remove(&hdr.hash) else {
+                    io::copy(&mut limited, &mut io::sink())?;
+                    continue;
+                };
+                if hdr.len <= INLINE_MAX {
+                    let mut buf = Vec::with_capacity(hdr.len as usize);
+                    limited.read_to_end(&mut buf)?;
+                    if buf.len() as u64 != hdr.len {
+                        return Err(Error::Integrity(
+                            "pack ended before all content arrived".into(),
+                        ));
+                    }
+                    if tx.send((hdr.tag, buf, targets)).is_err() {
+                        return Ok(());
+                    }
+                } else {
+                    ctx_w.write_record(hdr.tag, &mut limited, &targets)?;
+                    // Whatever the decoder left unread of the record (there should be nothing).
+                    io::copy(&mut limited, &mut io::sink())?;
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        res
+    });
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
+    }
+    reader_result?;
+    progress.event(Event::Done {
+        files: files.load(Ordering::Relaxed),
+        bytes: done_bytes.load(Ordering::Relaxed),
+    });
+    Ok(())
+}
+
+/// What a pack record writer needs (shared by the reader thread and the workers).
+struct WriteCtx<'a> {
+    root: &'a Path,
+    staging: &'a Staging,
+    progress: &'a dyn Progress,
+    done_bytes: &'a AtomicU64,
+    last_report: &'a AtomicU64,
+    files: &'a AtomicU64,
+}
+
+impl WriteCtx<'_> {
+    /// Decode one record's stored payload, verify it, write it sparse to staging and commit it
+    /// at every target path.
+    fn write_record(&self, tag: u8, stored: impl Read, targets: &[&Entry]) -> Result<()> {
+        let first = targets[0];
+        let Kind::File {
+            size,
+            hash,
+            extents,
+        } = &first.kind
+        else {
+            unreachable!()
+        };
+        let tmp = self.staging.next();
+        {
+            let dec = stream::decoder(tag, stored)?;
+            let mut rd = Counting::new(HashVerify::new(dec, *hash), |n| {
+                let done = self.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+                let last = self.last_report.load(Ordering::Relaxed);
+                if done >= last + (8 << 20)
+                    && self
+                        .last_report
+                        .compare_exchange(last, done, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.progress.event(Event::Bytes { done });
+                }
+            });
+            let mut w = PayloadWriter::new(File::create(&tmp)?, *size, extents.as_deref());
+            io::copy(&mut rd, &mut w).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::Integrity(format!("{}: {e}", String::from_utf8_lossy(&first.path)))
+            })?;
+            w.finish()?;
+        }
+        for (i, e) in targets.iter().enumerate() {
+            let src_tmp = if i + 1 < targets.len() {
+                // Same content at another (non-hardlinked) path: a sparse-preserving copy.
+                let t2 = self.staging.next();
+                copy_payload(&tmp, &t2, *size, extents.as_deref())?;
+                t2
+            } else {
+                tmp.clone()
+            };
+            commit(&src_tmp, self.root, e)?;
+            self.files.fetch_add(1, Ordering::Relaxed);
+            self.progress.event(Event::File {
+                path: crate::pathenc::encode(&e.path),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Apply metadata to a verified staged file and rename it to its final path.
+pub fn commit(staged: &Path, root: &Path, e: &Entry) -> Result<()> {
+    let dst = join(root, &e.path);
+    fsutil::apply_meta(staged, e).map_err(|err| ctx(&dst, err))?;
+    if fs::symlink_metadata(&dst)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        fs::remove_dir_all(&dst)?;
+    }
+    fs::rename(staged, &dst).map_err(|err| ctx(&dst, err))
+}
+
+pub fn copy_payload(from: &Path, to: &Path, size: u64, ext: Option<&[(u64, u64)]>) -> Result<()> {
+    let mut r = PayloadReader::new(File::open(from)?, size, ext);
+    let mut w = PayloadWriter::new(File::create(to)?, size, ext);
+    io::copy(&mut r, &mut w)?;
+    w.finish()?;
+    Ok(())
+}
+
+/// The hex name of a manifest hash, for messages.
+pub fn short(h: &Hash) -> String {
+    hex(h)[..12].to_string()
+}
