@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(literal matcher generate)
+[ ${#targets[@]} -gt 0 ] || targets=(literal matcher generate upload)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
@@ -19,6 +19,12 @@ for t in "${targets[@]}"; do
       # First line: specs; rest: hardware list.
       for s in specs/*.specs; do
         { tr -d '\n' < "$s" | sed 's/#[^]]*\[/[/'; echo; cat server/tests/data/qemu-vm.json; } > "$corpus/$(basename "$s").seed"
+      done ;;
+    upload)
+      # Content-Type line, newline, multipart body.
+      for h in server/tests/data/qemu-vm.json server/tests/data/hp-dl360.hw; do
+        printf 'multipart/form-data; boundary=B\n--B\r\nContent-Disposition: form-data; name="section"\r\n\r\nSERVER\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="hw.json"\r\n\r\n%s\r\n--B--\r\n' \
+          "$(cat "$h")" > "$corpus/$(basename "$h").seed"
       done ;;
   esac
   echo "== fuzzing $t for ${secs}s"
