@@ -30,16 +30,10 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# The main job on the embedded defaults: detect this machine, then ask the example config dir
-# which profile it (and an example QEMU guest) would get, and why. Nothing is written.
+# The main job on the embedded defaults: detect this machine, ask the example config dir which
+# profile it would get and why, then run the provisioning server and upload a QEMU guest's list.
 demo: release
-	@echo "== edeploy detect (this machine)"
-	@target/release/edeploy detect --format human | head -n 25
-	@target/release/edeploy detect > target/demo-hw.json
-	@echo; echo "== edeploy-server match --config specs (this machine)"
-	-@target/release/edeploy-server match --config specs --hw target/demo-hw.json --explain
-	@echo; echo "== edeploy-server match --config specs (a QEMU guest)"
-	@target/release/edeploy-server match --config specs --hw server/tests/data/qemu-vm.json --explain
+	bash scripts/demo.sh
 
 clean:
 	$(CARGO) clean

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs captured by a web server or a test stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Detect(args) => detect::run(&cli.root, args),

@@ -53,6 +53,8 @@ fn init_logs(default: &str) {
                 .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs captured by a web server or a test stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
