@@ -27,6 +27,18 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run edeploy-server")
 }
 
+/// `edeploy-server match --specs|--config TARGET --hw HW EXTRA...`
+fn run_match(what: &str, target: impl AsRef<Path>, hw: impl AsRef<Path>, extra: &[&str]) -> Output {
+    bin()
+        .args(["match", what])
+        .arg(target.as_ref())
+        .arg("--hw")
+        .arg(hw.as_ref())
+        .args(extra)
+        .output()
+        .expect("run edeploy-server")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -65,14 +77,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn match_specs_json_contract() {
     let specs = repo().join("specs/vm.specs");
-    let o = run(&[
-        "match",
-        "--specs",
-        specs.to_str().unwrap(),
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--specs", &specs, data("qemu-vm.json"), &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "exactly one JSON object: {out}");
@@ -86,14 +91,7 @@ fn match_specs_json_contract() {
 #[test]
 fn match_specs_pref_vars_and_literal_hw_form() {
     let specs = repo().join("specs/hp-compute.specs");
-    let o = run(&[
-        "match",
-        "--specs",
-        specs.to_str().unwrap(),
-        "--hw",
-        data("hp-dl360.hw").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--specs", &specs, data("hp-dl360.hw"), &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["pref_vars"], json!({"mac": "9c:8e:99:10:00:02"}));
@@ -106,25 +104,11 @@ fn match_specs_pref_vars_and_literal_hw_form() {
 fn no_match_exits_1_and_explains() {
     let specs = repo().join("specs/dell-storage.specs");
     let hw = data("hp-dl360.hw");
-    let o = run(&[
-        "match",
-        "--specs",
-        specs.to_str().unwrap(),
-        "--hw",
-        hw.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--specs", &specs, &hw, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v, json!({"matched": false, "vars": {}, "pref_vars": {}}));
-    let o = run(&[
-        "match",
-        "--specs",
-        specs.to_str().unwrap(),
-        "--hw",
-        hw.to_str().unwrap(),
-        "--explain",
-    ]);
+    let o = run_match("--specs", &specs, &hw, &["--explain"]);
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&o);
     assert!(text.contains("NO MATCH"), "{text}");
@@ -143,33 +127,15 @@ fn errors_exit_2_with_location() {
         "[\n  ('disk', '$d', 'size', 'gt(4)'),\n  ('disk', '$d' 'size'),\n]\n",
     )
     .unwrap();
-    let o = run(&[
-        "match",
-        "--specs",
-        bad.to_str().unwrap(),
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-    ]);
+    let o = run_match("--specs", &bad, data("qemu-vm.json"), &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
     let hw = d.path().join("hw.json");
     fs::write(&hw, "[[\"a\", \"b\"]]").unwrap();
-    let o = run(&[
-        "match",
-        "--specs",
-        bad.to_str().unwrap(),
-        "--hw",
-        hw.to_str().unwrap(),
-    ]);
+    let o = run_match("--specs", &bad, &hw, &[]);
     assert_eq!(o.status.code(), Some(2));
-    let o = run(&[
-        "match",
-        "--specs",
-        "/nonexistent.specs",
-        "--hw",
-        hw.to_str().unwrap(),
-    ]);
+    let o = run_match("--specs", "/nonexistent.specs", &hw, &[]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["match", "--hw", hw.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "--specs or --config is required");
@@ -180,14 +146,7 @@ fn whole_selection_is_a_dry_run() {
     let d = example_dir();
     let before = snapshot(d.path());
     let dir = d.path().to_str().unwrap();
-    let o = run(&[
-        "match",
-        "--config",
-        dir,
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--config", dir, data("qemu-vm.json"), &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["profile"], "vm");
@@ -195,14 +154,7 @@ fn whole_selection_is_a_dry_run() {
     assert_eq!(v["vars"]["ip"], "10.0.2.15");
     assert_eq!(v["vars"]["hostname"], "vm15");
     assert_eq!(v["vars"]["disk"], "vda");
-    let o = run(&[
-        "match",
-        "--config",
-        dir,
-        "--hw",
-        data("hp-dl360.hw").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--config", dir, data("hp-dl360.hw"), &["--json"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["profile"], "hp-compute");
     assert_eq!(v["vars"]["hostname"], "compute02", "picked by $$mac");
@@ -217,24 +169,10 @@ fn whole_selection_is_a_dry_run() {
 fn selection_through_edeploy_conf_and_failures() {
     let d = example_dir();
     let conf = d.path().join("edeploy.conf");
-    let o = run(&[
-        "match",
-        "--config",
-        conf.to_str().unwrap(),
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--config", &conf, data("qemu-vm.json"), &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     fs::write(d.path().join("state"), "[('hp-compute', 0), ('vm', 0)]").unwrap();
-    let o = run(&[
-        "match",
-        "--config",
-        d.path().to_str().unwrap(),
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run_match("--config", d.path(), data("qemu-vm.json"), &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["profile"], Value::Null);
@@ -243,14 +181,7 @@ fn selection_through_edeploy_conf_and_failures() {
         "{v}"
     );
     fs::write(d.path().join("state"), "[('dell-storage', 1)]").unwrap();
-    let o = run(&[
-        "match",
-        "--config",
-        d.path().to_str().unwrap(),
-        "--hw",
-        data("qemu-vm.json").to_str().unwrap(),
-        "--explain",
-    ]);
+    let o = run_match("--config", d.path(), data("qemu-vm.json"), &["--explain"]);
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&o);
     assert!(text.contains("dell-storage.specs: NO MATCH"), "{text}");
