@@ -10,7 +10,7 @@ T=$PWD/target/release/examples/tree_tool
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 now() { date +%s.%N; }
-el() { echo "$2 - $1" | bc; }
+el() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 s=$(now); $T index "$W/store" "$TREE" 1 bench 2>/dev/null; e=$(now)
 echo "index:        $(el "$s" "$e") s  ($(find "$TREE" | wc -l) entries, $(du -sh "$TREE" | cut -f1))"
 for i in 1 2 3; do
