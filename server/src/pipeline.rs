@@ -11,11 +11,11 @@ use std::process::Command;
 use std::sync::{Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use edeploy_fsutil::{atomic_write, Lock};
 use edeploy_hw::HardwareList;
 use edeploy_spec::cmdb::{Cmdb, CmdbError};
 use edeploy_spec::conf::{ConfError, ServerConf, DEFAULT_SECTION};
 use edeploy_spec::config::{safe_name, select_with, ConfigDir, SelectError};
-use edeploy_spec::fsutil::{atomic_write, Lock};
 use edeploy_spec::Specs;
 
 use crate::metrics::Metrics;

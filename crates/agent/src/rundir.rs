@@ -4,7 +4,7 @@
 //! The ZooKeeper host node is ephemeral, so these files are what survives a restart.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -36,16 +36,12 @@ fn read_opt(path: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
-/// Temp file, fsync, rename: a reader sees the old content or the new, never half.
+/// Temp file, fsync, rename (see `edeploy_fsutil`), creating the directory first.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    edeploy_fsutil::atomic_write(path, data)
 }
 
 fn remove_opt(path: &Path) -> std::io::Result<()> {

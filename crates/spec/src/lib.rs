@@ -9,14 +9,13 @@
 //! - [`config`]: a whole config directory: loading, checking, and selecting a profile.
 //!
 //! Everything here is pure over parsed values except the `load_*` functions and [`config`],
-//! which read files but never write them: persisting is the caller's job (see [`fsutil`]).
+//! which read files but never write them: persisting is the caller's job (`edeploy-fsutil`).
 
 pub mod cmdb;
 pub mod conf;
 pub mod config;
 pub mod element;
 pub mod explain;
-pub mod fsutil;
 pub mod generate;
 pub mod matcher;
 pub mod specs;

@@ -2,11 +2,11 @@
 //! it atomically (temp file, fsync, rename), so an operator's edit between two writes is kept.
 //! "Another agent is running" is an `flock` on `FILE.lock`, which the kernel drops with the agent.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
+
+use edeploy_fsutil::Lock;
 
 use super::{Store, StoreError};
 use crate::tree::{join, Node, Props};
@@ -14,7 +14,7 @@ use crate::treefmt::{self, Change};
 
 pub struct FileStore {
     path: PathBuf,
-    lock: Option<File>,
+    lock: Option<Lock>,
     seen: Option<SystemTime>,
     /// How often `wait` looks at the file.
     pub poll: Duration,
@@ -39,36 +39,14 @@ impl FileStore {
 
     fn write(&mut self, tree: &Node) -> Result<(), StoreError> {
         let text = treefmt::print(None, tree);
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(|e| self.io(e))
+        edeploy_fsutil::atomic_write(&self.path, text.as_bytes()).map_err(|e| self.io(e))
     }
 
     /// Serialises read-modify-write cycles between the agent and `edeploy zk import` on the
     /// same file (the lock goes with the returned handle).
-    fn write_lock(&self) -> Result<File, StoreError> {
+    fn write_lock(&self) -> Result<Lock, StoreError> {
         let path = PathBuf::from(format!("{}.wlock", self.path.display()));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| self.io(e))?;
-        // SAFETY: flock on a descriptor we own; blocks until the other writer is done.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(self.io(std::io::Error::last_os_error()));
-        }
-        Ok(f)
+        Lock::acquire(&path).map_err(|e| self.io(e))
     }
 
     fn mtime(&self) -> Option<SystemTime> {
@@ -95,17 +73,10 @@ impl Store for FileStore {
 
     fn register(&mut self, id: &str, props: &Props) -> Result<(), StoreError> {
         let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.io(e))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let Some(lock) = Lock::try_acquire(&lock_path).map_err(|e| self.io(e))? else {
             return Err(StoreError::AlreadyRunning(join("/hosts", id)));
-        }
-        self.lock = Some(f);
+        };
+        self.lock = Some(lock);
         let _w = self.write_lock()?;
         let mut tree = self.load()?;
         tree.ensure(&join("/hosts", id)).props = props.clone();
@@ -219,7 +190,7 @@ mod tests {
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
             // A different mtime even on coarse-grained filesystems.
-            let f = File::options().write(true).open(&f2).unwrap();
+            let f = std::fs::File::options().write(true).open(&f2).unwrap();
             f.set_modified(SystemTime::now() + Duration::from_secs(5))
                 .unwrap();
         });

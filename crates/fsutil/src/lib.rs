@@ -1,9 +1,14 @@
-//! Crash-safe file updates: the CMDB, state and hardware files are never seen half-written.
+//! Crash-safe file updates: the CMDB, state, hardware files, the agent's run directory and tree
+//! file are never seen half-written, and writers exclude each other with `flock`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes temp files of concurrent writers within one process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces `path` with `data` atomically: write a temp file beside it, fsync, rename over, fsync
 /// the directory. A crash leaves either the old or the new content, never a mix; a stray temp
@@ -16,8 +21,9 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{seq}",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -48,6 +54,15 @@ pub struct Lock {
 impl Lock {
     /// Blocks until the lock is ours.
     pub fn acquire(path: &Path) -> io::Result<Lock> {
+        Self::flock(path, libc::LOCK_EX).map(|l| l.expect("a blocking flock ends holding the lock"))
+    }
+
+    /// Takes the lock if nobody holds it; `Ok(None)` when another holder has it.
+    pub fn try_acquire(path: &Path) -> io::Result<Option<Lock>> {
+        Self::flock(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn flock(path: &Path, op: libc::c_int) -> io::Result<Option<Lock>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -56,19 +71,21 @@ impl Lock {
             .open(path)?;
         loop {
             // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
             if rc == 0 {
                 break;
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
             }
         }
-        Ok(Lock {
+        Ok(Some(Lock {
             file,
             path: path.to_path_buf(),
-        })
+        }))
     }
 }
 
@@ -106,8 +123,11 @@ mod tests {
             rc, -1,
             "a second holder must be refused while the lock is held"
         );
+        assert!(Lock::try_acquire(&p).unwrap().is_none());
         drop(held);
         let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         assert_eq!(rc, 0);
+        drop(other);
+        assert!(Lock::try_acquire(&p).unwrap().is_some());
     }
 }
