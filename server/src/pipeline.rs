@@ -535,7 +535,7 @@ impl Server {
                 j.hw_text.clone(),
             ));
         }
-        if let Err(e) = store::write_files(&hw_files) {
+        if let Err(e) = edeploy_fsutil::write_files(&hw_files) {
             return all(internal(format!("saving hardware files: {e}")));
         }
         let dir = ConfigDir::new(&conf.config_dir);

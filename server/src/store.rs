@@ -7,9 +7,10 @@
 //! forward a journal left by a crash: the commit either happened entirely or not at all.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use edeploy_fsutil::write_files;
 
 pub const JOURNAL: &str = ".edeploy-journal";
 
@@ -47,63 +48,7 @@ pub fn commit(config_dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> io::Result<()>
 fn apply(journal: &Path, files: &[(PathBuf, Vec<u8>)]) -> io::Result<()> {
     write_files(files)?;
     fs::remove_file(journal)?;
-    let dir = journal.parent().unwrap_or(Path::new("."));
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Temp names unique within the process too (threads of the embedded server) and across
-/// processes (CGI).
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    Ok(path.with_file_name(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )))
-}
-
-/// Replaces several files, each atomically and durably, paying for the disk flush about once:
-/// every temp file is written before any is fsynced, so the first fsync's journal commit carries
-/// the others' data and theirs return at once; then the renames, then one fsync per directory.
-pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> io::Result<()> {
-    let mut temps = Vec::with_capacity(files.len());
-    let result = (|| {
-        let mut opened = Vec::with_capacity(files.len());
-        for (p, d) in files {
-            let tmp = temp_path(p)?;
-            let mut f = fs::File::create(&tmp)?;
-            temps.push(tmp);
-            f.write_all(d)?;
-            opened.push(f);
-        }
-        for f in &opened {
-            f.sync_all()?;
-        }
-        let mut dirs: Vec<&Path> = Vec::new();
-        for ((p, _), tmp) in files.iter().zip(&temps) {
-            fs::rename(tmp, p)?;
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-        temps.clear();
-        for d in dirs {
-            fs::File::open(d)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    for t in temps {
-        let _ = fs::remove_file(t);
-    }
-    result
+    fs::File::open(edeploy_fsutil::parent_dir(journal))?.sync_all()
 }
 
 /// Rolls forward a journal left by a crash; returns whether there was one.

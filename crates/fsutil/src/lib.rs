@@ -7,41 +7,71 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Distinguishes temp files of concurrent writers within one process.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 /// Replaces `path` with `data` atomically: write a temp file beside it, fsync, rename over, fsync
 /// the directory. A crash leaves either the old or the new content, never a mix; a stray temp
 /// file (`.name.tmp.*`) is all that can remain.
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    write_files(&[(path, data)])
+}
+
+/// Replaces several files, each atomically and durably, paying for the disk flush about once:
+/// every temp file is written before any is fsynced, so the first fsync's journal commit carries
+/// the others' data and theirs return at once; then the renames, then one fsync per directory.
+/// (Each file is atomic on its own; a group that must change together needs a journal on top.)
+pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<()> {
+    let mut temps = Vec::with_capacity(files.len());
+    let result = (|| {
+        let mut opened = Vec::with_capacity(files.len());
+        for (p, d) in files {
+            let tmp = temp_path(p.as_ref())?;
+            let mut f = File::create(&tmp)?;
+            temps.push(tmp);
+            f.write_all(d.as_ref())?;
+            opened.push(f);
+        }
+        for f in &opened {
+            f.sync_all()?;
+        }
+        let mut dirs: Vec<&Path> = Vec::new();
+        for ((p, _), tmp) in files.iter().zip(&temps) {
+            fs::rename(tmp, p)?;
+            let dir = parent_dir(p.as_ref());
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        temps.clear();
+        for d in dirs {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    for t in temps {
+        let _ = fs::remove_file(t);
+    }
+    result
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Temp names beside the target, unique within the process (threads of the embedded server) and
+/// across processes (CGI).
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    Ok(path.with_file_name(format!(
         ".{}.tmp.{}.{seq}",
         name.to_string_lossy(),
         std::process::id()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    )))
 }
 
 /// An exclusive `flock` on a lock file, released when dropped — or by the kernel when the
@@ -99,6 +129,29 @@ impl Drop for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_files_replaces_every_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        write_files(&[(&a, &b"1"[..]), (&b, &b"2"[..])]).unwrap();
+        assert_eq!(
+            (fs::read(&a).unwrap(), fs::read(&b).unwrap()),
+            (b"1".to_vec(), b"2".to_vec())
+        );
+        let missing = d.path().join("no/such/dir");
+        assert!(write_files(&[(&a, &b"3"[..]), (&missing, &b"4"[..])]).is_err());
+        assert_eq!(
+            fs::read(&a).unwrap(),
+            b"1",
+            "nothing renamed when a temp file fails"
+        );
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
