@@ -55,67 +55,57 @@ impl Backend {
         }
     }
 
+    /// The program of the rpm backends (yum and dnf take the same arguments).
+    fn rpm(self) -> &'static str {
+        if self == Backend::Dnf {
+            "dnf"
+        } else {
+            "yum"
+        }
+    }
+
     pub fn clean(self) -> Vec<String> {
         match self {
-            Backend::Yum => argv(["yum", "-y", "clean", "all"]),
-            Backend::Dnf => argv(["dnf", "-y", "clean", "all"]),
+            Backend::Yum | Backend::Dnf => argv([self.rpm(), "-y", "clean", "all"]),
             Backend::Apt | Backend::None => argv(["apt-get", "update", "-q"]),
         }
     }
 
     pub fn install(self, pkg: &str, version: &str) -> Vec<String> {
-        match self {
-            Backend::Yum => argv([
-                "yum".into(),
-                "-y".into(),
-                "install".into(),
-                format!("{pkg}-{version}"),
-            ]),
-            Backend::Dnf => argv([
-                "dnf".into(),
-                "-y".into(),
-                "install".into(),
-                format!("{pkg}-{version}"),
-            ]),
-            Backend::Apt | Backend::None => argv([
-                "apt-get".into(),
-                "install".into(),
-                "-y".into(),
-                "-q".into(),
-                format!("{pkg}={version}"),
-            ]),
-        }
+        self.install_args(pkg, version, "install", &[])
     }
 
     pub fn downgrade(self, pkg: &str, version: &str) -> Vec<String> {
+        self.install_args(pkg, version, "downgrade", &["--allow-downgrades"])
+    }
+
+    /// `yum -y VERB pkg-version`, or `apt-get install -y -q [APT_EXTRA] pkg=version`.
+    fn install_args(
+        self,
+        pkg: &str,
+        version: &str,
+        rpm_verb: &str,
+        apt_extra: &[&str],
+    ) -> Vec<String> {
         match self {
-            Backend::Yum => argv([
-                "yum".into(),
+            Backend::Yum | Backend::Dnf => argv([
+                self.rpm().into(),
                 "-y".into(),
-                "downgrade".into(),
+                rpm_verb.into(),
                 format!("{pkg}-{version}"),
             ]),
-            Backend::Dnf => argv([
-                "dnf".into(),
-                "-y".into(),
-                "downgrade".into(),
-                format!("{pkg}-{version}"),
-            ]),
-            Backend::Apt | Backend::None => argv([
-                "apt-get".into(),
-                "install".into(),
-                "-y".into(),
-                "-q".into(),
-                "--allow-downgrades".into(),
-                format!("{pkg}={version}"),
-            ]),
+            Backend::Apt | Backend::None => {
+                let mut args = argv(["apt-get", "install", "-y", "-q"]);
+                args.extend(apt_extra.iter().map(|a| a.to_string()));
+                args.push(format!("{pkg}={version}"));
+                args
+            }
         }
     }
 
     pub fn remove(self, pkg: &str) -> Vec<String> {
         match self {
-            Backend::Yum => argv(["yum", "-y", "remove", pkg]),
-            Backend::Dnf => argv(["dnf", "-y", "remove", pkg]),
+            Backend::Yum | Backend::Dnf => argv([self.rpm(), "-y", "remove", pkg]),
             Backend::Apt | Backend::None => argv(["apt-get", "remove", "-y", "-q", pkg]),
         }
     }
