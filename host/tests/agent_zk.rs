@@ -515,15 +515,22 @@ fn roles_new_hosts_and_run_once() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-#[test]
-fn agent_process_rides_through_a_zookeeper_restart() {
+/// A running agent process that has deployed version 1 of one application (its five commands
+/// consumed); returns the world, the application's tree text and the agent.
+fn agent_at_version_1(name: &str) -> (World, String, AgentProc) {
     let mut w = world();
     w.host.publish("cms", "1.0");
     let body = format!("/app : cms\n  version = '1.0'\n  /deploy\n    /{ID}\n");
     w.import(&format!("/hosts\n  version = '1'\n{body}"));
-    let agent = w.spawn_agent("restart", &["--host-id", ID]);
+    let agent = w.spawn_agent(name, &["--host-id", ID]);
     w.wait_host("version 1", |n| n["version"] == json!("1"));
     assert_eq!(w.host.take_commands().len(), 5);
+    (w, body, agent)
+}
+
+#[test]
+fn agent_process_rides_through_a_zookeeper_restart() {
+    let (mut w, body, agent) = agent_at_version_1("restart");
 
     w.zk.restart();
     w.admin = ZkStore::new(&w.zk.addr()).unwrap();
@@ -545,13 +552,7 @@ fn agent_process_rides_through_a_zookeeper_restart() {
 
 #[test]
 fn agent_process_survives_session_expiry() {
-    let mut w = world();
-    w.host.publish("cms", "1.0");
-    let body = format!("/app : cms\n  version = '1.0'\n  /deploy\n    /{ID}\n");
-    w.import(&format!("/hosts\n  version = '1'\n{body}"));
-    let agent = w.spawn_agent("expiry", &["--host-id", ID]);
-    w.wait_host("version 1", |n| n["version"] == json!("1"));
-    assert_eq!(w.host.take_commands().len(), 5);
+    let (mut w, body, agent) = agent_at_version_1("expiry");
 
     // A ZooKeeper that forgot everything: the agent's session is expired on reconnect. It opens
     // a new one and registers again with the version it reached.
