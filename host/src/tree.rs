@@ -1,7 +1,8 @@
 //! Role-tree commands: `install`, `list`, `upgrade`, `test-upgrade`, `verify`, `rollback`,
 //! `version`, `role`. Thin over `edeploy-tree`; the tree source is `--server SRC` or the
-//! conf's `SERV`. This version takes a local store directory (as `edeploy-server index`
-//! publishes it); `http://` sources come with the server integration.
+//! conf's `SERV` (+ `HTTP_PORT`, default 80): an `http://`/`https://` server (the routes of
+//! `edeploy-server serve`, or a static web server over its store) or a local store directory
+//! (as `edeploy-server index` publishes it).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use edeploy_tree::exclude::Patterns;
+use edeploy_tree::http::HttpSource;
 use edeploy_tree::manifest::{parse_verifying_key, VerifyingKey};
 use edeploy_tree::progress::{Event, Progress};
 use edeploy_tree::source::{LocalSource, Source};
@@ -40,8 +42,9 @@ pub enum TreeCommand {
 
 #[derive(Args)]
 pub struct SourceArgs {
-    /// Tree source: a local store directory (http://… with the server integration). Default:
-    /// the conf's SERV.
+    /// Tree source: http://HOST[:PORT][/PATH] (edeploy-server, or a static server with the
+    /// store under /trees/), or a local store directory. Default: the conf's SERV, as
+    /// http://SERV:HTTP_PORT (HTTP_PORT default 80) unless it is an absolute path or a URL.
     #[arg(long, value_name = "SRC")]
     server: Option<String>,
     /// Require manifests signed by this ed25519 public key (64 hex chars, or a file holding
@@ -105,8 +108,20 @@ fn source(root: &Path, a: &SourceArgs) -> Result<(Box<dyn Source>, String)> {
     let spec = match &a.server {
         Some(s) => s.clone(),
         None => match conf.get("SERV") {
-            Some(s) if s.starts_with('/') => s.to_string(),
-            Some(s) => format!("http://{s}:{}", conf.get("HTTP_PORT").unwrap_or("80")),
+            Some(s)
+                if s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://") =>
+            {
+                s.to_string()
+            }
+            Some(s) => {
+                let port = conf.get("HTTP_PORT").unwrap_or("80");
+                // A bare IPv6 address needs brackets in a URL.
+                if s.contains(':') && !s.starts_with('[') {
+                    format!("http://[{s}]:{port}")
+                } else {
+                    format!("http://{s}:{port}")
+                }
+            }
             None => bail!(
                 "no --server given and no SERV in {}",
                 state::conf_path(root).display()
@@ -114,7 +129,9 @@ fn source(root: &Path, a: &SourceArgs) -> Result<(Box<dyn Source>, String)> {
         },
     };
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        bail!("HTTP tree sources ({spec}) come with the server integration; pass a local store directory");
+        let src = HttpSource::new(&spec)?;
+        let desc = src.describe();
+        return Ok((Box::new(src), desc));
     }
     let p = std::fs::canonicalize(&spec).with_context(|| format!("tree source {spec}"))?;
     Ok((Box::new(LocalSource::new(&p)), p.display().to_string()))

@@ -177,7 +177,7 @@ fn sigkill_mid_upgrade_then_rerun_or_rollback() {
 }
 
 #[test]
-fn http_source_is_not_there_yet() {
+fn unreachable_http_server_is_an_error_naming_it() {
     let t = tempfile::tempdir().unwrap();
     let o = edeploy(
         t.path(),
@@ -185,7 +185,9 @@ fn http_source_is_not_there_yet() {
         &[],
     );
     assert_eq!(code(&o), 2);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("server integration"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("127.0.0.1:1"));
+    // Nothing half-done: no conf, no manifest written for a failed install.
+    assert!(!t.path().join("var/lib/edeploy/manifest").exists());
 }
 
 #[test]

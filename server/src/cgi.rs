@@ -1,5 +1,7 @@
 //! The CGI front end (RFC 3875): one request from the environment and stdin, the response on
-//! stdout. The binary can be dropped into `cgi-bin/` as `upload.py` (or `upload-health.py`).
+//! stdout. The binary can be dropped into `cgi-bin/` as `upload.py` (or `upload-health.py`,
+//! `report.py`). Trees are not served under CGI: point the web server's static file serving
+//! at STOREDIR under `/trees/` (see docs/server.md).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ fn route(script_name: &str) -> &'static str {
     let base = script_name.rsplit('/').next().unwrap_or("");
     if base.contains("health") {
         "/upload-health"
+    } else if base.contains("report") {
+        "/report"
     } else {
         "/upload"
     }
@@ -158,5 +162,6 @@ mod tests {
         assert_eq!(route("/cgi-bin/upload.py"), "/upload");
         assert_eq!(route("/cgi-bin/upload-health.py"), "/upload-health");
         assert_eq!(route(""), "/upload");
+        assert_eq!(route("/cgi-bin/report.py"), "/report");
     }
 }

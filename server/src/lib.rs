@@ -10,7 +10,9 @@ pub mod metrics;
 pub mod multipart;
 pub mod nodes;
 pub mod pipeline;
+pub mod report;
 pub mod script;
 pub mod store;
+pub mod trees;
 
 pub use pipeline::{Request, Response, Server, UploadError};

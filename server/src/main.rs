@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod index;
 mod offline;
 mod serve;
 
@@ -41,6 +42,9 @@ enum Command {
     Generate(offline::GenerateArgs),
     /// Parse every file of a config directory and report all problems at once.
     Check(offline::CheckArgs),
+    /// Publish INSTALLDIR/<version>/<role>/ trees into STOREDIR (manifests, blobs, packs) and
+    /// write the upgrade lists from METADATADIR, for `serve` or any static web server.
+    Index(index::IndexArgs),
     /// Run the provisioning server (embedded HTTP). With no --config, serves a copy of the
     /// repository's specs/ from ./var/edeploy on 127.0.0.1:8080.
     Serve(serve::ServeArgs),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
                 Command::Match(a) => offline::run_match(a),
                 Command::Generate(a) => offline::run_generate(a),
                 Command::Check(a) => offline::run_check(a),
+                Command::Index(a) => index::run(a),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

@@ -5,6 +5,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Distinct `event` labels of `edeploy_reports_total`.
+pub const MAX_REPORT_EVENTS: usize = 32;
+
 /// Latency bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -18,6 +21,8 @@ struct Inner {
     failure_reports: BTreeMap<String, u64>,
     log_uploads: u64,
     health_uploads: u64,
+    tree_requests: BTreeMap<u16, u64>,
+    reports: BTreeMap<String, u64>,
     buckets: [u64; BUCKETS.len()],
     latency_count: u64,
     latency_sum: f64,
@@ -57,6 +62,24 @@ impl Metrics {
 
     pub fn health_upload(&self) {
         self.with(|m| m.health_uploads += 1);
+    }
+
+    /// A tree route answered with `status`.
+    pub fn tree_request(&self, status: u16) {
+        self.with(|m| *m.tree_requests.entry(status).or_default() += 1);
+    }
+
+    /// A boot report; events beyond the first [`MAX_REPORT_EVENTS`] kinds count as `other`, so
+    /// made-up event names cannot grow the label set without bound.
+    pub fn report(&self, event: &str) {
+        self.with(|m| {
+            let key = if m.reports.contains_key(event) || m.reports.len() < MAX_REPORT_EVENTS {
+                event.to_string()
+            } else {
+                "other".to_string()
+            };
+            *m.reports.entry(key).or_default() += 1;
+        });
     }
 
     pub fn latency(&self, d: Duration) {
@@ -100,6 +123,14 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP edeploy_log_uploads_total Installation logs received.\n# TYPE edeploy_log_uploads_total counter\nedeploy_log_uploads_total {}", m.log_uploads);
         let _ = writeln!(o, "# HELP edeploy_health_uploads_total Health-check uploads received.\n# TYPE edeploy_health_uploads_total counter\nedeploy_health_uploads_total {}", m.health_uploads);
+        let _ = writeln!(o, "# HELP edeploy_tree_requests_total Tree and metadata requests by status.\n# TYPE edeploy_tree_requests_total counter");
+        for (st, n) in &m.tree_requests {
+            let _ = writeln!(o, "edeploy_tree_requests_total{{status=\"{st}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP edeploy_reports_total Boot reports by event.\n# TYPE edeploy_reports_total counter");
+        for (e, n) in &m.reports {
+            let _ = writeln!(o, "edeploy_reports_total{{event=\"{}\"}} {n}", label(e));
+        }
         let _ = writeln!(o, "# HELP edeploy_request_duration_seconds Time to answer an upload.\n# TYPE edeploy_request_duration_seconds histogram");
         for (b, n) in BUCKETS.iter().zip(m.buckets) {
             let _ = writeln!(

@@ -102,12 +102,7 @@ impl UploadError {
     }
 
     pub fn to_response(&self) -> Response {
-        let reason: String = self
-            .to_string()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(1024)
-            .collect();
+        let reason = one_line(&self.to_string());
         Response {
             status: self.status(),
             body: script::failure(&reason).into_bytes(),
@@ -127,6 +122,14 @@ fn internal(msg: impl std::fmt::Display) -> UploadError {
 
 /// A name that came from the network and becomes part of a path: no `/`, no `..`, no NUL, no
 /// control character, bounded length.
+/// An error as one bounded line (it becomes a header value and a shell `echo`).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1024)
+        .collect()
+}
+
 pub fn check_name(what: &str, name: &str) -> Result<(), UploadError> {
     if safe_name(name) && name.len() <= MAX_NAME && !name.contains("..") && !name.contains('\\') {
         Ok(())
@@ -344,6 +347,7 @@ impl Server {
             ("POST", "/cgi-bin/upload-health.py" | "/upload-health") => {
                 self.timed(|s| s.health(req))
             }
+            ("POST", "/report") => self.report(req),
             ("GET", "/metrics") if serve_stats => {
                 Response::ok("text/plain; version=0.0.4", self.metrics.render())
             }
@@ -353,7 +357,9 @@ impl Server {
             ("GET" | "HEAD", "/" | "/cgi-bin/upload.py" | "/upload") => Response::ok(
                 "text/plain",
                 "edeploy-server: POST a multipart upload (section, file[, failure]) to /upload or \
-                 /cgi-bin/upload.py; health checks to /upload-health; GET /metrics, /nodes\n",
+                 /cgi-bin/upload.py; health checks to /upload-health; boot reports (urlencoded \
+                 sysname, event[, detail]) to /report; GET /metrics, /nodes, /trees/…, \
+                 /metadata/FROM/ROLE/TO/NAME\n",
             ),
             (_, _) => {
                 UploadError::NotFound(format!("no route {} {}", req.method, path)).to_response()
@@ -694,6 +700,35 @@ impl Server {
         self.nodes.record(sysname, "log", name.to_string());
         tracing::info!(path = %path.display(), "log saved");
         Ok(Response::ok("text/plain", format!("log {name} saved\n")))
+    }
+
+    /// `POST /report` (see `report.rs`): recorded in the node time line and counted. No lock
+    /// and no file: a report changes no provisioning state.
+    pub fn report(&self, req: Request<'_>) -> Response {
+        match crate::report::parse(req.content_type, req.body) {
+            Ok(r) => {
+                self.metrics.report(&r.event);
+                let detail = match &r.detail {
+                    Some(d) => format!("{}: {d}", r.event),
+                    None => r.event.clone(),
+                };
+                tracing::info!(sysname = %r.sysname, event = %r.event, "report");
+                self.nodes.record(&r.sysname, "report", detail);
+                Response::ok("text/plain", "ok\n")
+            }
+            Err(e) => {
+                self.metrics.failure(e.label());
+                let reason = one_line(&e.to_string());
+                // Plain text, not the sh failure script: the caller is a boot service using
+                // curl, not an initrd running the body.
+                Response {
+                    status: e.status(),
+                    body: format!("{reason}\n").into_bytes(),
+                    reason: Some(reason),
+                    content_type: "text/plain",
+                }
+            }
+        }
     }
 
     /// A health-check upload: the hardware list saved under HEALTHDIR/<session>/<sysname>.hw.

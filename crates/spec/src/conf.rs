@@ -166,8 +166,13 @@ pub struct ServerConf {
     pub use_pxemngr: bool,
     pub pxemngr_url: Option<String>,
     pub metadata_url: Option<String>,
+    /// eDeploy's role trees, `INSTALLDIR/<version>/<role>/` (default `CONFIGDIR/../install`).
     pub install_dir: PathBuf,
+    /// Upgrade paths, `METADATADIR/<from>/<role>/<to>/` (default `CONFIGDIR/../metadata`).
     pub metadata_dir: PathBuf,
+    /// Where `edeploy-server index` publishes manifests, blobs and packs and `serve` serves
+    /// them under `/trees/` (ours, default `CONFIGDIR/../store`).
+    pub store_dir: PathBuf,
 }
 
 /// eDeploy's default lock file.
@@ -236,6 +241,7 @@ impl ServerConf {
             metadata_url: get("METADATAURL")?.filter(|s| !s.is_empty()),
             install_dir: get("INSTALLDIR")?.map_or_else(|| parent.join("install"), &path),
             metadata_dir: get("METADATADIR")?.map_or_else(|| parent.join("metadata"), &path),
+            store_dir: get("STOREDIR")?.map_or_else(|| parent.join("store"), &path),
             config_dir,
         })
     }
@@ -298,6 +304,12 @@ mod tests {
         let c = ServerConf::from_ini(&ini, "SERVER", Path::new("/repo/specs")).unwrap();
         assert_eq!(c.config_dir, Path::new("/repo/specs/."));
         assert_eq!(c.hw_dir, Path::new("/repo/specs/hw"));
+        assert_eq!(c.store_dir, Path::new("/repo/specs/./../store"));
+        assert_eq!(c.metadata_dir, Path::new("/repo/specs/./../metadata"));
+        let ini = Ini::parse("[SERVER]\nSTOREDIR=st\nINSTALLDIR=/srv/i\n", "c").unwrap();
+        let c = ServerConf::from_ini(&ini, "SERVER", Path::new("/etc/e")).unwrap();
+        assert_eq!(c.store_dir, Path::new("/etc/e/st"));
+        assert_eq!(c.install_dir, Path::new("/srv/i"));
     }
 
     #[test]

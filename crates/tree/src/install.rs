@@ -280,7 +280,12 @@ pub fn fetch_files(
         .map(|(_, o)| o)
         .min()
         .ok_or_else(|| Error::Integrity("pack index lacks needed content".into()))?;
-    let mut r = src.pack(mh, start)?;
+    // A dropped connection mid-pack re-opens the pack at the first byte not yet read (over
+    // HTTP a Range request), bounded by `http::RESUMES` re-opens in a row without progress;
+    // every record is still hash-checked, so a splice that went wrong fails loudly.
+    let first = src.pack(mh, start)?;
+    let mut r =
+        crate::http::Resuming::new(first, |at: u64| src.pack(mh, at), start, Some(idx.size));
     if start == 0 {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)?;

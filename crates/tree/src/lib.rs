@@ -2,13 +2,14 @@
 //! contents live as content-addressed blobs in a [`store::Store`] and travel in a *pack*;
 //! hosts [`install`] a tree fresh, [`verify`] a live tree against its manifest, and
 //! [`upgrade`] between versions through a journal that makes rollback exact.
-//! Everything reaches the server through the [`source::Source`] trait (local directory now,
-//! HTTP later).
+//! Everything reaches the server through the [`source::Source`] trait: a local store
+//! directory ([`source::LocalSource`]) or the server's HTTP routes ([`http::HttpSource`]).
 //!
 //! Format details: docs/tree.md.
 
 pub mod exclude;
 pub mod fsutil;
+pub mod http;
 pub mod index;
 pub mod install;
 pub mod manifest;
