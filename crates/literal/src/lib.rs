@@ -11,4 +11,4 @@ mod write;
 
 pub use parse::{parse, parse_located, parse_named, ParseError};
 pub use value::{Call, Text, Value};
-pub use write::{python_str, to_python, to_python_compact};
+pub use write::{python_str, to_python, to_python_compact, write_python_compact, write_python_str};

@@ -2,12 +2,32 @@ use crate::Value;
 
 /// Python's `repr()` of a string: single quotes unless the text holds `'` and no `"`.
 pub fn python_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_python_str(s, &mut out);
+    out
+}
+
+/// [`python_str`] appended to `out`: writing a CMDB of tens of thousands of entries should not
+/// allocate a `String` per value.
+pub fn write_python_str(s: &str, out: &mut String) {
+    // Most values (names, IPs, MACs) are printable ASCII with no quote or backslash: their repr is
+    // the text itself in single quotes, found with one pass over the bytes (without early exit
+    // and branches, so that the compiler can check many bytes at once).
+    let plain = s.bytes().fold(true, |ok, b| {
+        ok & (0x20..0x7f).contains(&b) & (b != b'\\') & (b != b'\'')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push('\'');
+        out.push_str(s);
+        out.push('\'');
+        return;
+    }
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
         '\''
     };
-    let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -36,7 +56,6 @@ pub fn python_str(s: &str) -> String {
         }
     }
     out.push(quote);
-    out
 }
 
 /// Python's `repr()` of a float (always with a `.` or an exponent, so it reads back as a float).
@@ -63,6 +82,11 @@ pub fn to_python_compact(v: &Value) -> String {
     out
 }
 
+/// [`to_python_compact`] appended to `out`, for writers that assemble a file from many values.
+pub fn write_python_compact(v: &Value, out: &mut String) {
+    write_compact(v, out)
+}
+
 fn write_seq(open: char, close: char, items: &[Value], out: &mut String) {
     out.push(open);
     for (i, item) in items.iter().enumerate() {
@@ -82,9 +106,12 @@ fn write_compact(v: &Value, out: &mut String) {
         Value::None => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
-        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::Int(i) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{i}"); // writing to a String cannot fail
+        }
         Value::Float(f) => out.push_str(&python_float(*f)),
-        Value::Str(s) => out.push_str(&python_str(s)),
+        Value::Str(s) => write_python_str(s, out),
         Value::List(items) => write_seq('[', ']', items, out),
         Value::Tuple(items) => write_seq('(', ')', items, out),
         Value::Dict(entries) => {

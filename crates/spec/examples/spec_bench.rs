@@ -35,6 +35,22 @@ fn main() {
     let d = Path::new(&dir);
     let read =
         |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // `spec_bench DIR generate|write N`: only N rounds of one generate case, untimed, so that
+    // `valgrind --tool=callgrind` counts the instructions of that case alone (wall clock is noisy
+    // on a shared machine; instruction counts are not).
+    if let Some(case) = std::env::args().nth(2) {
+        let rounds: usize = std::env::args().nth(3).map_or(1, |n| n.parse().unwrap());
+        let gen_text = read(&d.join("generate.cmdb"));
+        for _ in 0..rounds {
+            let c = Cmdb::parse(&gen_text, "generate.cmdb").unwrap();
+            match case.as_str() {
+                "generate" => assert_eq!(c.entries.len(), 10_000),
+                "write" => assert!(c.to_text().len() > 10_000),
+                other => panic!("unknown case {other}: generate or write"),
+            }
+        }
+        return;
+    }
     let hw = HardwareList::parse(&read(&d.join("hw.json")), "hw.json").unwrap();
     let state = State::parse(&read(&d.join("config/state")), "state").unwrap();
     let texts: Vec<(String, String)> = state

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use edeploy_literal::{ParseError, Value};
 
-use crate::generate::{generate_call, GenerateError};
+use crate::generate::{generate_call, Column, GenerateError, Table};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CmdbError {
@@ -28,7 +28,7 @@ pub enum CmdbError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cmdb {
     pub file: String,
-    pub entries: Vec<Value>,
+    pub entries: Entries,
     /// The original text when the file was a `generate(...)` call: saved as `<file>.orig` the first
     /// time the expanded list is written back, as eDeploy did.
     pub generated_from: Option<String>,
@@ -43,10 +43,12 @@ impl Cmdb {
         };
         let (entries, generated_from) = match value {
             Value::Call(call) if call.name == "generate" => (
-                generate_call(&call.args).map_err(|source| CmdbError::Generate {
-                    file: file.to_string(),
-                    source,
-                })?,
+                Entries(Rows::Table(generate_call(&call.args).map_err(
+                    |source| CmdbError::Generate {
+                        file: file.to_string(),
+                        source,
+                    },
+                )?)),
                 Some(text.to_string()),
             ),
             Value::Call(call) => {
@@ -55,7 +57,20 @@ impl Cmdb {
                     "unknown call {name}(): only generate() is allowed"
                 )));
             }
-            Value::List(items) | Value::Tuple(items) => (items, None),
+            Value::List(items) | Value::Tuple(items) => {
+                if let Some((i, e)) = items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, e)| e.as_dict().is_none())
+                {
+                    return Err(invalid(format!(
+                        "entry {} is a {}, not a dict",
+                        i + 1,
+                        e.kind()
+                    )));
+                }
+                (Entries(Rows::Dicts(items)), None)
+            }
             other => {
                 return Err(invalid(format!(
                     "a CMDB is a list of dicts or generate(...), not a {}",
@@ -63,17 +78,6 @@ impl Cmdb {
                 )))
             }
         };
-        if let Some((i, e)) = entries
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.as_dict().is_none())
-        {
-            return Err(invalid(format!(
-                "entry {} is a {}, not a dict",
-                i + 1,
-                e.kind()
-            )));
-        }
         Ok(Cmdb {
             file: file.to_string(),
             entries,
@@ -94,9 +98,10 @@ impl Cmdb {
         }
     }
 
-    /// The expanded file text.
+    /// The expanded file text: the list of entries in the file form of
+    /// [`edeploy_literal::to_python`], one entry per line.
     pub fn to_text(&self) -> String {
-        edeploy_literal::to_python(&Value::List(self.entries.clone()))
+        self.entries.to_text()
     }
 
     /// Picks the entry for a machine and merges it with the machine's variables (hardware wins),
@@ -112,9 +117,9 @@ impl Cmdb {
         pref: &[(String, String)],
     ) -> Result<usize, CmdbError> {
         let key = if pref.is_empty() { vars } else { pref };
-        let carries = |e: &Value| {
+        let carries = |e: Entry<'_>| {
             key.iter()
-                .all(|(k, v)| e.get(k).and_then(Value::scalar_text).as_deref() == Some(v.as_str()))
+                .all(|(k, v)| e.get(k).is_some_and(|x| same_text(x, v)))
         };
         let found = if key.is_empty() {
             None
@@ -142,7 +147,7 @@ impl Cmdb {
                     count: self.entries.len(),
                 })?,
         };
-        let Value::Dict(entry) = &mut self.entries[index] else {
+        let Value::Dict(entry) = &mut self.entries.dicts_mut()[index] else {
             unreachable!("entries are checked to be dicts when loaded")
         };
         for (k, v) in vars
@@ -159,6 +164,243 @@ impl Cmdb {
     }
 }
 
+/// Whether a value reads as `text` (its Python `str()`), without allocating for strings: a CMDB
+/// lookup compares every entry.
+fn same_text(v: &Value, text: &str) -> bool {
+    match v {
+        Value::Str(s) => s == text,
+        other => other.scalar_text().as_deref() == Some(text),
+    }
+}
+
+/// The entries of a CMDB, each a dict. A `generate(...)` CMDB keeps generate()'s [`Table`] (the
+/// keys and constants once, the ranged values by key) until an entry is changed: expanding
+/// 10,000 entries then builds no per-entry dict, and writing the file back shares the keys' text.
+#[derive(Debug, Clone)]
+pub struct Entries(Rows);
+
+#[derive(Debug, Clone)]
+enum Rows {
+    /// A literal list: every element a `Value::Dict` (checked when loaded).
+    Dicts(Vec<Value>),
+    /// generate()'s expansion, untouched.
+    Table(Table),
+}
+
+impl Entries {
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Rows::Dicts(v) => v.len(),
+            Rows::Table(t) => t.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<Entry<'_>> {
+        (i < self.len()).then(|| self.entry(i))
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            entries: self,
+            at: 0..self.len(),
+        }
+    }
+
+    /// Every entry as the dict it stands for.
+    pub fn to_values(&self) -> Vec<Value> {
+        match &self.0 {
+            Rows::Dicts(v) => v.clone(),
+            Rows::Table(t) => t.to_values(),
+        }
+    }
+
+    fn entry(&self, i: usize) -> Entry<'_> {
+        match &self.0 {
+            Rows::Dicts(v) => match &v[i] {
+                Value::Dict(pairs) => Entry(EntryRef::Dict(pairs)),
+                _ => unreachable!("entries are checked to be dicts when loaded"),
+            },
+            Rows::Table(t) => Entry(EntryRef::Row(t, i)),
+        }
+    }
+
+    /// The entries as dicts, to be changed: a generated table is expanded into dicts first (once,
+    /// when its first entry is given to a machine).
+    fn dicts_mut(&mut self) -> &mut Vec<Value> {
+        if let Rows::Table(t) = &self.0 {
+            self.0 = Rows::Dicts(t.to_values());
+        }
+        match &mut self.0 {
+            Rows::Dicts(v) => v,
+            Rows::Table(_) => unreachable!("just expanded"),
+        }
+    }
+
+    /// The file form of [`edeploy_literal::to_python`] for the list of entries.
+    fn to_text(&self) -> String {
+        let mut out = String::new();
+        out.push('[');
+        match &self.0 {
+            Rows::Dicts(v) => {
+                for (i, e) in v.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(",\n ");
+                    }
+                    edeploy_literal::write_python_compact(e, &mut out);
+                }
+            }
+            Rows::Table(t) => {
+                // What every entry shares is written once: `'key': ` for a ranged key, the whole
+                // `'key': value` for a constant one. Only the ranged values are written per entry.
+                let parts: Vec<(String, Option<&[Value]>)> = t
+                    .keys
+                    .iter()
+                    .zip(&t.columns)
+                    .enumerate()
+                    .map(|(j, (k, c))| {
+                        let mut s = String::new();
+                        if j > 0 {
+                            s.push_str(", ");
+                        }
+                        edeploy_literal::write_python_compact(k, &mut s);
+                        s.push_str(": ");
+                        match c {
+                            Column::Const(v) => {
+                                edeploy_literal::write_python_compact(v, &mut s);
+                                (s, None)
+                            }
+                            Column::Each(v) => (s, Some(v.as_slice())),
+                        }
+                    })
+                    .collect();
+                let shared: usize = parts.iter().map(|(s, _)| s.len()).sum();
+                out.reserve(t.len * (shared + 24 * parts.len() + 4));
+                for i in 0..t.len {
+                    if i > 0 {
+                        out.push_str(",\n ");
+                    }
+                    out.push('{');
+                    for (s, each) in &parts {
+                        out.push_str(s);
+                        if let Some(v) = each {
+                            edeploy_literal::write_python_compact(&v[i], &mut out);
+                        }
+                    }
+                    out.push('}');
+                }
+            }
+        }
+        out.push_str("]\n");
+        out
+    }
+}
+
+/// The entries of a CMDB in order, read in place.
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    entries: &'a Entries,
+    at: std::ops::Range<usize>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        self.at.next().map(|i| self.entries.entry(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.at.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.at.next_back().map(|i| self.entries.entry(i))
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = Entry<'a>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for Entries {
+    /// Equal when the entries are, however they are stored.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+/// One CMDB entry: a dict, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a>(EntryRef<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum EntryRef<'a> {
+    Dict(&'a [(Value, Value)]),
+    Row(&'a Table, usize),
+}
+
+impl<'a> Entry<'a> {
+    /// The value of a string key, as [`Value::get`] finds it in a dict.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        match self.0 {
+            EntryRef::Dict(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            EntryRef::Row(t, i) => t
+                .keys
+                .iter()
+                .position(|k| k.as_str() == Some(key))
+                .map(|j| t.columns[j].at(i)),
+        }
+    }
+
+    /// The (key, value) pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a Value, &'a Value)> + 'a {
+        let (pairs, row): (&[(Value, Value)], _) = match self.0 {
+            EntryRef::Dict(pairs) => (pairs, None),
+            EntryRef::Row(t, i) => (&[], Some((t, i))),
+        };
+        pairs.iter().map(|(k, v)| (k, v)).chain(
+            row.into_iter()
+                .flat_map(|(t, i)| t.keys.iter().zip(t.columns.iter().map(move |c| c.at(i)))),
+        )
+    }
+
+    /// The entry as a `Value::Dict`.
+    pub fn to_value(&self) -> Value {
+        match self.0 {
+            EntryRef::Dict(pairs) => Value::Dict(pairs.to_vec()),
+            EntryRef::Row(t, i) => t.row(i),
+        }
+    }
+
+    /// JSON view of the entry, as [`Value::to_json`] gives it for the dict.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.to_value().to_json()
+    }
+}
+
+impl PartialEq for Entry<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +413,7 @@ mod tests {
     }
 
     fn text(c: &Cmdb, i: usize) -> String {
-        edeploy_literal::to_python_compact(&c.entries[i])
+        edeploy_literal::to_python_compact(&c.entries.get(i).unwrap().to_value())
     }
 
     #[test]
@@ -199,6 +441,33 @@ mod tests {
         let reread = Cmdb::parse(&c.to_text(), "vm.cmdb").unwrap();
         assert_eq!(reread.entries, c.entries);
         assert!(reread.generated_from.is_none());
+    }
+
+    #[test]
+    fn generated_entries_read_and_write_as_dicts() {
+        let src = "generate({'ip': '10.0.0.1-3', 'host': 'n1-3', 'gw': '10.0.0.254', 'n': 1, \
+                   'tags': ['a', 'b', 'c'], 'bmc': {'ip': '10.1.0.1-3'}})";
+        let c = Cmdb::parse(src, "f").unwrap();
+        let values = c.entries.to_values();
+        assert_eq!(values.len(), 3);
+        assert_eq!(
+            c.to_text(),
+            edeploy_literal::to_python(&Value::List(values.clone()))
+        );
+        for (e, v) in c.entries.iter().zip(&values) {
+            assert_eq!(e.to_value(), *v);
+            assert_eq!(e.to_json(), v.to_json());
+            assert_eq!(e.get("gw"), v.get("gw"));
+            assert_eq!(e.get("nope"), None);
+        }
+        // The same entries read from the written list compare equal, though stored as dicts.
+        let reread = Cmdb::parse(&c.to_text(), "f").unwrap();
+        assert_eq!(reread.entries, c.entries);
+        assert_eq!(reread.to_text(), c.to_text());
+        assert!(c.entries.get(3).is_none());
+        let empty = Cmdb::parse("generate({'a': []})", "f").unwrap();
+        assert!(empty.entries.is_empty());
+        assert_eq!(empty.to_text(), "[]\n");
     }
 
     #[test]
@@ -234,7 +503,10 @@ mod tests {
     fn hardware_wins_over_the_entry() {
         let mut c = Cmdb::parse("[{'disk': 'sdz', 'ip': '1'}]", "f").unwrap();
         c.select(&v(&[("disk", "sda")]), &[]).unwrap();
-        assert_eq!(c.entries[0].get("disk"), Some(&Value::Str("sda".into())));
+        assert_eq!(
+            c.entries.get(0).unwrap().get("disk"),
+            Some(&Value::Str("sda".into()))
+        );
     }
 
     #[test]

@@ -119,11 +119,12 @@ impl ConfigDir {
 }
 
 /// The selection over already-loaded state, with loaders for the per-profile files (so that the
-/// server can cache them and tests can feed them from memory).
-pub fn select_with(
+/// server can cache them and tests can feed them from memory). The specs loader may hand out
+/// shared specs (`Arc<Specs>`): a server's cache then costs no copy of every profile tried.
+pub fn select_with<S: std::borrow::Borrow<Specs>>(
     state: &State,
     hw: &HardwareList,
-    mut specs_of: impl FnMut(&str) -> Result<Option<Specs>, SpecError>,
+    mut specs_of: impl FnMut(&str) -> Result<Option<S>, SpecError>,
     mut cmdb_of: impl FnMut(&str) -> Result<Option<Cmdb>, CmdbError>,
     dir: &str,
 ) -> Result<Selection, SelectError> {
@@ -141,7 +142,7 @@ pub fn select_with(
             tried.push(profile.clone());
             continue;
         };
-        let Some(matched) = match_indexed(&specs, &index) else {
+        let Some(matched) = match_indexed(specs.borrow(), &index) else {
             tried.push(profile.clone());
             continue;
         };
@@ -151,9 +152,9 @@ pub fn select_with(
         let vars = match &mut cmdb {
             Some(c) => {
                 let i = c.select(&matched.vars, &matched.pref_vars)?;
-                c.entries[i]
-                    .as_dict()
-                    .expect("entries are dicts")
+                c.entries
+                    .get(i)
+                    .expect("select returns an entry's index")
                     .iter()
                     .map(|(k, v)| (k.scalar_text().unwrap_or_else(|| k.to_string()), v.clone()))
                     .collect()

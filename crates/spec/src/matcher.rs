@@ -84,7 +84,18 @@ pub fn match_specs(specs: &Specs, hw: &HardwareList) -> Option<Match> {
 
 /// Like [`match_specs`] with a prepared index.
 pub fn match_indexed(specs: &Specs, index: &HwIndex) -> Option<Match> {
-    let mut search = Search::new(specs, index);
+    // A spec line no hardware line can take means no match: said before building the search,
+    // which costs more than this (a server tries every profile in state order, and most fail
+    // on their first line). Only a shortcut: the search itself would find nothing either.
+    let mut cands = Vec::with_capacity(specs.lines.len());
+    for i in 0..specs.lines.len() {
+        let c = line_candidates(specs, index, i);
+        if c.is_empty() {
+            return None;
+        }
+        cands.push(c);
+    }
+    let mut search = Search::with_candidates(specs, index, cands);
     search.run().then(|| search.result())
 }
 
@@ -97,16 +108,19 @@ pub(crate) struct Cand<'h> {
 /// Candidates of every spec line (tests that do not depend on variables).
 pub(crate) fn candidates<'h>(specs: &Specs, index: &HwIndex<'h>) -> Vec<Vec<Cand<'h>>> {
     (0..specs.lines.len())
-        .map(|i| {
-            index
-                .pool(specs, i)
-                .iter()
-                .filter_map(|&h| {
-                    specs
-                        .line_bindings(i, &index.lines[h].0)
-                        .map(|binds| Cand { hw: h, binds })
-                })
-                .collect()
+        .map(|i| line_candidates(specs, index, i))
+        .collect()
+}
+
+/// Candidates of spec line `i`.
+fn line_candidates<'h>(specs: &Specs, index: &HwIndex<'h>, i: usize) -> Vec<Cand<'h>> {
+    index
+        .pool(specs, i)
+        .iter()
+        .filter_map(|&h| {
+            specs
+                .line_bindings(i, &index.lines[h].0)
+                .map(|binds| Cand { hw: h, binds })
         })
         .collect()
 }
@@ -142,9 +156,13 @@ fn words(n: usize) -> usize {
 
 impl<'s, 'h> Search<'s, 'h> {
     pub fn new(specs: &'s Specs, index: &HwIndex<'h>) -> Self {
+        Self::with_candidates(specs, index, candidates(specs, index))
+    }
+
+    /// A search over already computed [`candidates`].
+    fn with_candidates(specs: &'s Specs, index: &HwIndex<'h>, cands: Vec<Vec<Cand<'h>>>) -> Self {
         let n = specs.lines.len();
         let w = words(index.lines.len());
-        let cands = candidates(specs, index);
         let mut future_vars = vec![Vec::new(); n + 1];
         let mut reachable = vec![vec![0u64; w]; n + 1];
         let mut readers = vec![Vec::new(); specs.vars.len()];
