@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod detect;
+mod image;
 mod tree;
 mod zk;
 

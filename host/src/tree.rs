@@ -62,6 +62,11 @@ pub struct InstallArgs {
     role: String,
     #[command(flatten)]
     src: SourceArgs,
+    /// Install from the role image <role>-<version>.edeploy (a file, or an http(s) URL such
+    /// as http://SERVER/trees/images/base-1.0.edeploy) instead of the tree store; --server
+    /// is then only recorded as SERV for later upgrades.
+    #[arg(long, value_name = "URL_OR_FILE")]
+    image: Option<String>,
 }
 
 #[derive(Args)]
@@ -209,6 +214,11 @@ impl Progress for Reporter {
 }
 
 fn cmd_install(root: &Path, a: InstallArgs) -> Result<ExitCode> {
+    if let Some(img) = &a.image {
+        let key = pubkey(root, &a.src)?;
+        let (v, r, serv) = (&a.version, &a.role, a.src.server.as_deref());
+        return crate::image::cmd_install(root, v, r, img, serv, key.as_ref(), a.src.json);
+    }
     let (src, desc) = source(root, &a.src)?;
     let key = pubkey(root, &a.src)?;
     let rep = Reporter::new(a.src.json);

@@ -15,9 +15,16 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// Replaces several files, each atomically and durably, paying for the disk flush about once:
-/// every temp file is written before any is fsynced, so the first fsync's journal commit carries
-/// the others' data and theirs return at once; then the renames, then one fsync per directory.
-/// (Each file is atomic on its own; a group that must change together needs a journal on top.)
+/// every temp file is written, then all are fsynced at once (one thread each), then the renames,
+/// then one fsync per directory. (Each file is atomic on its own; a group that must change
+/// together needs a journal on top.)
+///
+/// Why concurrently: fsyncing N fresh files one after the other cost N disk flushes (measured
+/// with strace on ext4: a batch of 16 `.hw` files, 16 fsyncs of 3–10 ms each, one after the
+/// other) — ext4 sends a cache flush per fsync even when the journal commit it needs is already
+/// done. Flushes that wait together are merged by the block layer, so concurrent fsyncs cost
+/// about one. Every file is still fsynced before it is renamed: durability is unchanged; only
+/// the waiting overlaps.
 pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<()> {
     let mut temps = Vec::with_capacity(files.len());
     let result = (|| {
@@ -29,9 +36,7 @@ pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Resu
             f.write_all(d.as_ref())?;
             opened.push(f);
         }
-        for f in &opened {
-            f.sync_all()?;
-        }
+        sync_all_parallel(&opened)?;
         let mut dirs: Vec<&Path> = Vec::new();
         for ((p, _), tmp) in files.iter().zip(&temps) {
             fs::rename(tmp, p)?;
@@ -50,6 +55,31 @@ pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Resu
         let _ = fs::remove_file(t);
     }
     result
+}
+
+/// fsync of every file, concurrently when there are several (see [`write_files`]).
+fn sync_all_parallel(files: &[File]) -> io::Result<()> {
+    /// Enough threads for a batch of uploads; a bigger group is split into this many slices.
+    const MAX_THREADS: usize = 32;
+    if files.len() <= 1 {
+        return files.iter().try_for_each(File::sync_all);
+    }
+    let per = files.len().div_ceil(MAX_THREADS);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = files
+            .chunks(per)
+            .map(|c| sc.spawn(move || c.iter().try_for_each(File::sync_all)))
+            .collect();
+        // Every thread is joined before the first error is returned: no fsync outlives the call.
+        let results: Vec<io::Result<()>> = hs
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+            })
+            .collect();
+        results.into_iter().collect()
+    })
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -151,6 +181,20 @@ mod tests {
             2,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn write_files_syncs_many_files_concurrently() {
+        // More files than fsync threads: some threads take several.
+        let d = tempfile::tempdir().unwrap();
+        let files: Vec<(PathBuf, Vec<u8>)> = (0..70)
+            .map(|i| (d.path().join(format!("f{i}")), format!("{i}").into_bytes()))
+            .collect();
+        write_files(&files).unwrap();
+        for (p, data) in &files {
+            assert_eq!(&fs::read(p).unwrap(), data);
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 70);
     }
 
     #[test]

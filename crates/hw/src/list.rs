@@ -85,6 +85,12 @@ impl HardwareList {
 
     /// Parses JSON or the eDeploy literal form; `file` names the source in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, HwError> {
+        // The common upload, a JSON list of 4 strings each, straight into lines: going through
+        // two generic trees (JSON, then literal values) cost several times more. Any other shape
+        // (numbers, errors to report) takes the general path below, which gives the same lines.
+        if let Ok(rows) = serde_json::from_str::<Vec<[String; 4]>>(text) {
+            return Ok(HardwareList(rows.into_iter().map(HwLine).collect()));
+        }
         // JSON is tried first because uploads are JSON; a text that is not JSON is read as a Python
         // literal, whose parser reports line and column when it is neither.
         let value = match serde_json::from_str::<serde_json::Value>(text) {

@@ -99,17 +99,35 @@ impl HttpSource {
 
     /// GET with retries; `None` on 404. Connection errors and 5xx are retried with backoff.
     fn get(&self, url: &str, range_from: u64) -> Result<Option<Response>> {
+        self.get_range(url, range_from, None)
+    }
+
+    /// [`HttpSource::get`] of bytes `range_from..range_end` (`range_end` exclusive; `None`: to
+    /// the end of the file).
+    fn get_range(
+        &self,
+        url: &str,
+        range_from: u64,
+        range_end: Option<u64>,
+    ) -> Result<Option<Response>> {
         let mut attempt = 0;
         loop {
             let mut req = self.client.get(url);
-            if range_from > 0 {
-                req = req.header(RANGE, format!("bytes={range_from}-"));
+            match range_end {
+                Some(end) => {
+                    let last = end.saturating_sub(1);
+                    req = req.header(RANGE, format!("bytes={range_from}-{last}"));
+                }
+                None if range_from > 0 => {
+                    req = req.header(RANGE, format!("bytes={range_from}-"));
+                }
+                None => {}
             }
             let err = match req.send() {
                 Ok(r) if r.status() == StatusCode::NOT_FOUND => return Ok(None),
                 Ok(r) if r.status().is_server_error() => net(url, r.status()),
                 Ok(r) if r.status().is_success() => {
-                    return check_range(url, r, range_from).map(Some)
+                    return check_range(url, r, range_from, range_end.is_some()).map(Some)
                 }
                 Ok(r) => return Err(net(url, r.status())),
                 Err(e) => net(url, error_chain(&e)),
@@ -187,8 +205,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A request from `offset` > 0 must get exactly that tail (206 starting at `offset`); a 200
 /// would be the whole body and silently shift every record.
-fn check_range(url: &str, r: Response, offset: u64) -> Result<Response> {
-    if offset == 0 {
+fn check_range(url: &str, r: Response, offset: u64, bounded: bool) -> Result<Response> {
+    if offset == 0 && !bounded {
         return Ok(r);
     }
     if r.status() != StatusCode::PARTIAL_CONTENT {
@@ -253,6 +271,33 @@ impl Source for HttpSource {
             .get(&url, offset)?
             .ok_or_else(|| Error::NotFound(format!("pack {x}")))?;
         Ok(Box::new(r))
+    }
+
+    fn signature(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.get_bytes(&format!("trees/{}", crate::delta::sig_route(hash)))
+    }
+
+    /// One bounded `Range` request (retried like the small GETs: ranges are small).
+    fn blob_range(&self, hash: &Hash, start: u64, end: u64) -> Result<Vec<u8>> {
+        let x = hex(hash);
+        let url = self.url(&format!("trees/blobs/{}/{x}", &x[..2]));
+        let mut attempt = 0;
+        loop {
+            let r = self
+                .get_range(&url, start, Some(end))?
+                .ok_or_else(|| Error::NotFound(format!("blob {x}")))?;
+            let mut buf = Vec::with_capacity((end - start) as usize);
+            match r.take(end - start).read_to_end(&mut buf) {
+                Ok(_) => return Ok(buf),
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= ATTEMPTS {
+                        return Err(net(&url, e));
+                    }
+                    std::thread::sleep(backoff(attempt));
+                }
+            }
+        }
     }
 
     fn blob(&self, hash: &Hash) -> Result<(u8, Box<dyn Read + Send>)> {

@@ -3,10 +3,11 @@
 //!
 //! Order: directories (mode fixed at the end, so read-only directories can still be filled),
 //! symlinks/devices/fifos, files streamed from the pack, hardlinks, directory metadata, one
-//! `syncfs`. Each file is written under `ROOT/.edeploy-staging/`, its hash checked at the end
-//! of its stream, its metadata applied, and only then renamed into place: a file at its final
-//! path with its final size/mode/owner/mtime has been verified, which is what makes a rerun
-//! after an interruption skip it.
+//! `syncfs`. Each file's hash is checked before it is committed: written straight to its
+//! final path when nothing is there (see [`Target`]), else under `ROOT/.edeploy-staging/` and
+//! renamed into place; its mtime is set last, after the check. So a file at its final path
+//! with its final size/mode/owner/mtime has been verified, which is what makes a rerun after
+//! an interruption skip it.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -148,10 +149,12 @@ pub fn remove_any(p: &Path) -> io::Result<()> {
 
 /// Does the object at `p` already have `e`'s type (and link target / device number)?
 pub fn same_kind(p: &Path, e: &Entry) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| same_kind_meta(p, &m, e))
+}
+
+/// [`same_kind`] on metadata already read from `p`.
+pub fn same_kind_meta(p: &Path, m: &fs::Metadata, e: &Entry) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    let Ok(m) = fs::symlink_metadata(p) else {
-        return false;
-    };
     let ft = m.file_type();
     match &e.kind {
         Kind::Dir => ft.is_dir(),
@@ -298,6 +301,8 @@ pub fn fetch_files(
     // commit (CPU- and syscall-bound: ~2x on 2 cores). Larger records stream inline, so
     // memory stays bounded by the channel depth × `INLINE_MAX`.
     const INLINE_MAX: u64 = 4 << 20;
+    // More writers than cores measured slower (file creation contends on ext4's journal
+    // and directory locks, not on I/O latency).
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let done_bytes = AtomicU64::new(0);
     let last_report = AtomicU64::new(0);
@@ -320,7 +325,7 @@ pub fn fetch_files(
                 let Ok(Ok((tag, bytes, targets))) = job else {
                     return;
                 };
-                if let Err(e) = ctx_w.write_record(tag, &bytes[..], &targets) {
+                if let Err(e) = ctx_w.write_small(tag, &bytes, &targets) {
                     failed.lock().unwrap().get_or_insert(e);
                 }
             });
@@ -382,8 +387,88 @@ struct WriteCtx<'a> {
 }
 
 impl WriteCtx<'_> {
-    /// Decode one record's stored payload, verify it, write it sparse to staging and commit it
-    /// at every target path.
+    fn add_bytes(&self, n: u64) {
+        let done = self.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let last = self.last_report.load(Ordering::Relaxed);
+        if done >= last + (8 << 20)
+            && self
+                .last_report
+                .compare_exchange(last, done, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.progress.event(Event::Bytes { done });
+        }
+    }
+
+    /// A record held in memory (the common case: almost every file is small). Decoded in one
+    /// call with this thread's reused zstd context, hashed in one call, written with one
+    /// `pwrite` per extent.
+    fn write_small(&self, tag: u8, stored: &[u8], targets: &[&Entry]) -> Result<()> {
+        let first = targets[0];
+        let Kind::File {
+            size,
+            hash,
+            extents,
+        } = &first.kind
+        else {
+            unreachable!()
+        };
+        let plen = payload_len(*size, extents.as_deref());
+        let bad = |why: String| {
+            Error::Integrity(format!("{}: {why}", String::from_utf8_lossy(&first.path)))
+        };
+        DECODE.with(|cell| -> Result<()> {
+            let mut guard = cell.borrow_mut();
+            let (dctx, buf) = &mut *guard;
+            let payload: &[u8] = match tag {
+                stream::TAG_RAW => stored,
+                stream::TAG_ZSTD => {
+                    let dctx = match dctx {
+                        Some(d) => d,
+                        None => dctx.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    buf.clear();
+                    // One byte of slack: a payload longer than the manifest says fails the
+                    // length check below instead of being cut at the capacity.
+                    buf.reserve(plen as usize + 1);
+                    dctx.decompress_to_buffer(stored, buf)
+                        .map_err(|e| bad(format!("zstd: {e}")))?;
+                    &buf[..]
+                }
+                t => return Err(bad(format!("unknown blob encoding {t}"))),
+            };
+            if payload.len() as u64 != plen {
+                return Err(bad(format!(
+                    "content hash mismatch: payload is {} bytes, expected {plen}",
+                    payload.len()
+                )));
+            }
+            let got = *blake3::hash(payload).as_bytes();
+            if got != *hash {
+                return Err(bad(format!(
+                    "content hash mismatch: expected {}, got {}",
+                    hex(hash),
+                    hex(&got)
+                )));
+            }
+            self.add_bytes(plen);
+            // Verified: now (and only now) the bytes go to disk, at every target path.
+            for e in targets {
+                let mut t = Target::open(self.root, self.staging, e)?;
+                let res = (|| -> Result<File> {
+                    let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+                    io::Write::write_all(&mut w, payload)?;
+                    Ok(w.finish()?)
+                })();
+                t.commit(res, e)?;
+                self.committed(e);
+            }
+            Ok(())
+        })
+    }
+
+    /// A large record, streamed: decode → verify → sparse writer, with big buffers (the 8 KiB
+    /// of `io::copy` meant one `pwrite` per 8 KiB).
     fn write_record(&self, tag: u8, stored: impl Read, targets: &[&Entry]) -> Result<()> {
         let first = targets[0];
         let Kind::File {
@@ -394,42 +479,133 @@ impl WriteCtx<'_> {
         else {
             unreachable!()
         };
-        let tmp = self.staging.next();
-        {
+        let mut t = Target::open(self.root, self.staging, first)?;
+        let res = (|| -> Result<File> {
             let dec = stream::decoder(tag, stored)?;
-            let mut rd = Counting::new(HashVerify::new(dec, *hash), |n| {
-                let done = self.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
-                let last = self.last_report.load(Ordering::Relaxed);
-                if done >= last + (8 << 20)
-                    && self
-                        .last_report
-                        .compare_exchange(last, done, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    self.progress.event(Event::Bytes { done });
-                }
-            });
-            let mut w = PayloadWriter::new(File::create(&tmp)?, *size, extents.as_deref());
-            io::copy(&mut rd, &mut w).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
+            let mut rd = Counting::new(HashVerify::new(dec, *hash), |n| self.add_bytes(n));
+            let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+            copy_big(&mut rd, &mut w).map_err(|e| {
                 Error::Integrity(format!("{}: {e}", String::from_utf8_lossy(&first.path)))
             })?;
-            w.finish()?;
+            Ok(w.finish()?)
+        })();
+        let first_path = t.dst.clone();
+        t.commit(res, first)?;
+        self.committed(first);
+        // Same content at other (non-hardlinked) paths: a sparse-preserving copy of the
+        // verified first one.
+        for e in &targets[1..] {
+            let mut t = Target::open(self.root, self.staging, e)?;
+            let res = (|| -> Result<File> {
+                let mut r = PayloadReader::new(File::open(&first_path)?, *size, extents.as_deref());
+                let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+                copy_big(&mut r, &mut w)?;
+                Ok(w.finish()?)
+            })();
+            t.commit(res, e)?;
+            self.committed(e);
         }
-        for (i, e) in targets.iter().enumerate() {
-            let src_tmp = if i + 1 < targets.len() {
-                // Same content at another (non-hardlinked) path: a sparse-preserving copy.
-                let t2 = self.staging.next();
-                copy_payload(&tmp, &t2, *size, extents.as_deref())?;
-                t2
-            } else {
-                tmp.clone()
-            };
-            commit(&src_tmp, self.root, e)?;
-            self.files.fetch_add(1, Ordering::Relaxed);
-            self.progress.event(Event::File {
-                path: crate::pathenc::encode(&e.path),
-            });
+        Ok(())
+    }
+
+    fn committed(&self, e: &Entry) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.progress.event(Event::File {
+            path: crate::pathenc::encode(&e.path),
+        });
+    }
+}
+
+thread_local! {
+    /// Per-thread zstd decompression context and output buffer, reused for every record the
+    /// thread decodes (a fresh context per file costs an allocation of ~100 KiB each time).
+    static DECODE: std::cell::RefCell<(Option<zstd::bulk::Decompressor<'static>>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// `io::copy` with a 256 KiB buffer.
+pub(crate) fn copy_big(r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Where one file's verified content goes. When nothing is at the final path (a fresh
+/// install: nearly always), the file is written there directly — no staging name, no rename
+/// across directories. The file only counts as installed once [`Target::commit`] set its
+/// owner, mode, xattrs and, last, its mtime: a file killed half-written has a fresh mtime,
+/// so the rerun's fast check (size + mode + owner + mtime) refetches it, and content that
+/// fails its hash is unlinked before the error is returned. When something is in the way
+/// (a rerun's half-written file, a directory, a symlink — `O_EXCL` never follows it), the
+/// content goes to a staging name first and is renamed over it once verified, as before.
+struct Target {
+    dst: PathBuf,
+    staged: Option<PathBuf>,
+    file: Option<File>,
+}
+
+impl Target {
+    fn open(root: &Path, staging: &Staging, e: &Entry) -> Result<Target> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dst = join(root, &e.path);
+        let mut o = fs::OpenOptions::new();
+        o.write(true).create_new(true).mode(0o600);
+        match o.open(&dst) {
+            Ok(f) => Ok(Target {
+                dst,
+                staged: None,
+                file: Some(f),
+            }),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = staging.next();
+                let f = o.open(&tmp).map_err(|err| ctx(&tmp, err))?;
+                Ok(Target {
+                    dst,
+                    staged: Some(tmp),
+                    file: Some(f),
+                })
+            }
+            Err(err) => Err(ctx(&dst, err)),
+        }
+    }
+
+    /// The open file, to write through (handed back to [`Target::commit`]).
+    fn file(&mut self) -> io::Result<File> {
+        self.file
+            .take()
+            .ok_or_else(|| io::Error::other("target file taken twice"))
+    }
+
+    /// `written`: the verified file (or why it is not). Metadata by fd, mtime last; then the
+    /// rename when the content was staged. On failure nothing is left at the final path.
+    fn commit(mut self, written: Result<File>, e: &Entry) -> Result<()> {
+        drop(self.file.take());
+        let written = written.and_then(|f| {
+            fsutil::apply_meta_fd(&f, e).map_err(|err| ctx(&self.dst, err))?;
+            Ok(f)
+        });
+        let at = self.staged.as_ref().unwrap_or(&self.dst);
+        if let Err(err) = written {
+            let _ = fs::remove_file(at);
+            return Err(err);
+        }
+        if let Some(tmp) = &self.staged {
+            if fs::symlink_metadata(&self.dst)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
+                fs::remove_dir_all(&self.dst)?;
+            }
+            fs::rename(tmp, &self.dst).map_err(|err| ctx(&self.dst, err))?;
         }
         Ok(())
     }

@@ -7,9 +7,11 @@
 //!
 //! Format details: docs/tree.md.
 
+pub mod delta;
 pub mod exclude;
 pub mod fsutil;
 pub mod http;
+pub mod image;
 pub mod index;
 pub mod install;
 pub mod manifest;

@@ -19,6 +19,21 @@ pub trait Source: Sync {
     fn pack_index(&self, manifest: &Hash) -> Result<PackIndex>;
     /// The pack stream from byte `offset` on (HTTP: a Range request).
     fn pack(&self, manifest: &Hash, offset: u64) -> Result<Box<dyn Read + Send>>;
+    /// The block signature of a large raw blob (`sigs/ab/HASH`, crate::delta); `None` when
+    /// the store has none.
+    fn signature(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        let _ = hash;
+        Ok(None)
+    }
+    /// Bytes `start..end` of a stored blob (byte 0 is its tag; HTTP: a bounded `Range`).
+    fn blob_range(&self, hash: &Hash, start: u64, end: u64) -> Result<Vec<u8>> {
+        let (tag, r) = self.blob(hash)?;
+        let mut all = vec![tag];
+        r.take(end.saturating_sub(1)).read_to_end(&mut all)?;
+        all.get(start as usize..end as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::Integrity(format!("blob {} is shorter than {end}", hex(hash))))
+    }
     /// One stored blob: `(encoding tag, stored payload)`.
     fn blob(&self, hash: &Hash) -> Result<(u8, Box<dyn Read + Send>)>;
     /// Upgrade metadata `metadata/<from>/<role>/<to>/<name>` (`exclude`, `add_only`, `pre`,
@@ -92,6 +107,22 @@ impl Source for LocalSource {
     fn blob(&self, hash: &Hash) -> Result<(u8, Box<dyn Read + Send>)> {
         let (tag, f) = self.store.open_blob(hash)?;
         Ok((tag, Box::new(io::BufReader::new(f))))
+    }
+
+    fn signature(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.store.sig_path(hash)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn blob_range(&self, hash: &Hash, start: u64, end: u64) -> Result<Vec<u8>> {
+        let f = File::open(self.store.blob_path(hash))
+            .map_err(|e| not_found(e, format!("blob {}", hex(hash))))?;
+        let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, start)?;
+        Ok(buf)
     }
 
     fn metadata(&self, from: &str, role: &str, to: &str, name: &str) -> Result<Option<Vec<u8>>> {

@@ -5,6 +5,7 @@
 //! STORE/manifests/VERSION/ROLE.manifest   stored manifest bytes (+ .sig: 64 raw bytes)
 //! STORE/packs/MANIFESTHASH.pack     all blobs of a manifest, first-use order, one stream
 //! STORE/packs/MANIFESTHASH.idx      JSON: record offsets, so a reader can resume mid-pack
+//! STORE/sigs/ab/abcd…               block signature of a large raw blob (crate::delta)
 //! ```
 //!
 //! Blobs are written to a temp name and renamed, so a crashed `index` never leaves a blob
@@ -18,7 +19,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::delta;
 use crate::fsutil::{join, PayloadReader};
+use crate::install::payload_len;
 use crate::manifest::{self, hex, manifest_hash, unhex32, Hash, Kind, Manifest};
 use crate::stream::{self, HashVerify, PACK_MAGIC, RECORD_HEADER, TAG_RAW, TAG_ZSTD};
 use crate::{Error, Result};
@@ -106,14 +109,17 @@ impl Store {
         let m = crate::index::index_tree(tree, version, role)?;
         let order = pack_order(&m);
         order.par_iter().try_for_each(|(h, path)| -> Result<()> {
-            if self.blob_path(h).exists() {
-                return Ok(());
-            }
             let e = m.get(path).expect("path from the manifest");
             let Kind::File { size, extents, .. } = &e.kind else {
                 unreachable!()
             };
-            self.write_blob(&join(tree, path), *size, extents.as_deref(), h)
+            if !self.blob_path(h).exists() {
+                self.write_blob(&join(tree, path), *size, extents.as_deref(), h)?;
+            }
+            if payload_len(*size, extents.as_deref()) >= delta::MIN_SIZE {
+                self.write_signature(h)?;
+            }
+            Ok(())
         })?;
         let bytes = m.to_bytes()?;
         let mh = manifest_hash(&bytes);
@@ -178,6 +184,25 @@ impl Store {
             )),
             e => e,
         })
+    }
+
+    pub fn sig_path(&self, h: &Hash) -> PathBuf {
+        self.root.join(delta::sig_route(h))
+    }
+
+    /// The block signature of a large raw blob (docs/tree.md "Deltas"), if not there yet.
+    /// Compressed blobs get none: their bytes cannot be fetched by content offset.
+    fn write_signature(&self, h: &Hash) -> Result<()> {
+        let dst = self.sig_path(h);
+        if dst.exists() {
+            return Ok(());
+        }
+        let (tag, f) = self.open_blob(h)?;
+        if tag != TAG_RAW {
+            return Ok(());
+        }
+        let sig = delta::signature(io::BufReader::with_capacity(1 << 20, f))?;
+        Ok(write_atomic(&dst, &sig)?)
     }
 
     fn write_pack(&self, m: &Manifest, mh: &Hash) -> Result<()> {

@@ -5,8 +5,9 @@
 //!    touched; `add_only` paths are created when absent and never replaced or deleted.
 //! 2. **Stage**: every new object (file, symlink, device, fifo) is built, hash-verified and given
 //!    its final metadata under `ROOT/.edeploy-journal/staging/<op>`; content whose hash the old
-//!    manifest already has is copied from the local old file, the rest fetched blob by blob
-//!    from the source. The tree is untouched so far.
+//!    manifest already has is copied from the local old file, the rest fetched from the
+//!    source (many requests at once; large changed files as deltas, crate::delta). The tree
+//!    is untouched so far.
 //! 3. `pre` runs; then `plan.json` is written (the intent log begins) and the fs synced once.
 //! 4. **Apply**: ops in order — `save` (rename the old object into `journal/saved/<op>`,
 //!    deepest first), then `mkdir` / `place` (rename from staging) / `link`, parents first —
@@ -24,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::exclude::Patterns;
 use crate::fsutil::{self, join, PayloadReader, PayloadWriter};
 use crate::index::stat_entry;
-use crate::install::{ctx, fetch_manifest, remove_any, same_kind};
+use crate::install::{ctx, fetch_manifest, remove_any, same_kind_meta};
 use crate::manifest::{hex, unhex, Entry, Hash, Kind, Manifest};
 use crate::pathenc::{decode, encode};
 use crate::progress::{Event, Progress, Quiet};
@@ -232,11 +233,36 @@ pub fn plan(root: &Path, old: &Manifest, new: &Manifest, meta: &UpgradeMeta) -> 
     let mut replaced: BTreeSet<&[u8]> = BTreeSet::new();
     let mut items = Vec::new();
     let mut notes = Vec::new();
-    for p in paths {
+    // The live state of every path, read in parallel with one `lstat` each (plus a
+    // `readlink` for symlinks): this loop was three sequential `lstat`s per path, most of an
+    // upgrade's time on a 15k-entry tree. `live_is_old`: the live object is still the old
+    // one (fast check), else it is replaced so the upgrade converges on the target.
+    let paths: Vec<&[u8]> = paths.into_iter().collect();
+    let lives: Vec<Option<(fs::Metadata, bool)>> = paths
+        .par_iter()
+        .map(|&p| {
+            if meta.exclude.matches(p) || is_host_state(p) {
+                return None;
+            }
+            let live = fs::symlink_metadata(join(root, p)).ok()?;
+            let is_old = old.get(p).is_some_and(|o| match &o.kind {
+                Kind::File { .. } => fsutil::meta_matches_file(&live, o),
+                Kind::Hardlink { target } => old
+                    .get(target)
+                    .is_some_and(|t| fsutil::meta_matches_file(&live, t)),
+                _ => same_kind_meta(&join(root, p), &live, o),
+            });
+            Some((live, is_old))
+        })
+        .collect();
+    for (p, lv) in paths.into_iter().zip(lives) {
         if meta.exclude.matches(p) || is_host_state(p) {
             continue;
         }
-        let live = fs::symlink_metadata(join(root, p)).ok();
+        let (live, live_is_old) = match lv {
+            Some((m, old_ok)) => (Some(m), old_ok),
+            None => (None, false),
+        };
         let o = old.get(p);
         let n = new.get(p);
         let add_only = meta.add_only.matches(p);
@@ -256,15 +282,6 @@ pub fn plan(root: &Path, old: &Manifest, new: &Manifest, meta: &UpgradeMeta) -> 
                     }
                     continue;
                 }
-                // The live object must still be the old one (fast check): a drifted object is
-                // replaced, so the upgrade converges on the target manifest.
-                let live_is_old = o.is_some_and(|o| match &o.kind {
-                    Kind::File { .. } => fsutil::file_matches_fast(&join(root, p), o),
-                    Kind::Hardlink { target } => old
-                        .get(target)
-                        .is_some_and(|t| fsutil::file_matches_fast(&join(root, p), t)),
-                    _ => same_kind(&join(root, p), o),
-                });
                 let same_object = match (o.map(|o| &o.kind), &n.kind) {
                     (Some(a), b) if live.is_some() && live_is_old => match (a, b) {
                         (Kind::Hardlink { target: t1 }, Kind::Hardlink { target: t2 }) => {
@@ -339,17 +356,19 @@ pub fn plan(root: &Path, old: &Manifest, new: &Manifest, meta: &UpgradeMeta) -> 
         });
     }
     // Record the live metadata of everything whose metadata we set in place.
-    let mut before = Vec::new();
-    let mut after = Vec::new();
-    for p in touched {
-        if meta.exclude.matches(&p) || is_host_state(&p) {
-            continue;
-        }
-        if let Ok(Some((e, _))) = stat_entry(root, &p) {
-            before.push(rec_of(&e));
-        }
-        after.push(encode(&p));
-    }
+    // (In parallel: thousands of paths when a new version re-touched many mtimes.)
+    let touched: Vec<Vec<u8>> = touched
+        .into_iter()
+        .filter(|p| !meta.exclude.matches(p) && !is_host_state(p))
+        .collect();
+    let before: Vec<MetaRec> = touched
+        .par_iter()
+        .filter_map(|p| match stat_entry(root, p) {
+            Ok(Some((e, _))) => Some(rec_of(&e)),
+            _ => None,
+        })
+        .collect();
+    let after: Vec<String> = touched.iter().map(|p| encode(p)).collect();
     Ok(Plan {
         from: old.version.clone(),
         to: new.version.clone(),
@@ -601,33 +620,33 @@ fn stage(
         bytes: 0,
         skipped: 0,
     });
-    places.par_iter().try_for_each(|(i, e)| -> Result<()> {
-        let dst = j.staged(*i);
+    let finish = |i: usize, e: &Entry| -> Result<()> {
+        let dst = j.staged(i);
+        fsutil::apply_meta(&dst, e).map_err(|err| ctx(&dst, err))?;
+        progress.event(Event::File {
+            path: encode(&e.path),
+        });
+        hook();
+        Ok(())
+    };
+    // Pass 1 (local, CPU/disk-bound, one rayon thread per core): non-files, and files whose
+    // content the old tree holds (copied, hash-checked). What is left must be fetched.
+    let remote = std::sync::Mutex::new(Vec::new());
+    places.par_iter().try_for_each(|&(i, e)| -> Result<()> {
+        let dst = j.staged(i);
         match &e.kind {
-            Kind::File {
-                size,
-                hash,
-                extents,
-            } => {
-                let mut done = false;
-                if let Some(oe) = local.get(hash) {
-                    if let Kind::File {
+            Kind::File { hash, .. } => {
+                let copied = local.get(hash).is_some_and(|oe| match &oe.kind {
+                    Kind::File {
                         size: os,
                         extents: ox,
                         ..
-                    } = &oe.kind
-                    {
-                        done = copy_verified(&join(root, &oe.path), *os, ox.as_deref(), e, &dst)
-                            .is_ok();
-                    }
-                }
-                if !done {
-                    let (tag, r) = src.blob(hash)?;
-                    let mut rd = HashVerify::new(stream::decoder(tag, r)?, *hash);
-                    let mut w = PayloadWriter::new(File::create(&dst)?, *size, extents.as_deref());
-                    io::copy(&mut rd, &mut w)
-                        .map_err(|err| Error::Integrity(format!("{}: {err}", encode(&e.path))))?;
-                    w.finish()?;
+                    } => copy_verified(&join(root, &oe.path), *os, ox.as_deref(), e, &dst).is_ok(),
+                    _ => false,
+                });
+                if !copied {
+                    remote.lock().unwrap().push((i, e));
+                    return Ok(());
                 }
             }
             Kind::Symlink { target } => {
@@ -641,18 +660,150 @@ fn stage(
             }
             Kind::Dir | Kind::Hardlink { .. } => unreachable!(),
         }
-        fsutil::apply_meta(&dst, e).map_err(|err| ctx(&dst, err))?;
-        progress.event(Event::File {
-            path: encode(&e.path),
-        });
-        hook();
-        Ok(())
+        finish(i, e)
     })?;
+    // Pass 2 (network, latency-bound): the missing blobs.
+    let remote = remote.into_inner().unwrap();
+    fetch_remote(src, (root, old), j, &remote, &finish)?;
     progress.event(Event::Done {
         files: places.len() as u64,
         bytes: 0,
     });
     Ok(())
+}
+
+/// Concurrent requests for missing content: each costs a round trip or more of latency (the
+/// server answers a small blob in ~1 ms when idle, but a delayed ACK can hold one ~40 ms),
+/// not CPU, so many more than the cores.
+const FETCHERS: usize = 16;
+/// Missing delta blocks closer than this are fetched as one range. Measured on the Debian
+/// benchmark's 30 MB initramfs: 64 KiB → 16.5 MB in 59 ranges, 16 KiB → 12.3 MB in 182,
+/// 4 KiB → 10.6 MB in 320, 0 → 10.2 MB in 428; the ranges go `FETCHERS` at a time.
+const DELTA_GAP: usize = 4 << 10;
+
+/// Fetch the content of `remote` (op index, entry) into staging, `FETCHERS` contents at a
+/// time. A large file whose old version is on disk at the same path and whose new blob has a
+/// block signature travels as a delta (crate::delta): only the byte ranges the old copy
+/// lacks. Everything else (and a delta that fails) is one blob request.
+fn fetch_remote(
+    src: &dyn Source,
+    (root, old): (&Path, &Manifest),
+    j: &Journal,
+    remote: &[(usize, &Entry)],
+    finish: &(dyn Fn(usize, &Entry) -> Result<()> + Sync),
+) -> Result<()> {
+    let mut by_hash: HashMap<Hash, Vec<(usize, &Entry)>> = HashMap::new();
+    for &(i, e) in remote {
+        if let Some(h) = e.file_hash() {
+            by_hash.entry(*h).or_default().push((i, e));
+        }
+    }
+    let jobs: Vec<(&Hash, &Vec<(usize, &Entry)>)> = by_hash.iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None::<Error>);
+    let work = |(h, targets): (&Hash, &Vec<(usize, &Entry)>)| -> Result<()> {
+        if let Some(payload) = try_delta(src, root, old, h, targets[0].1) {
+            return stage_content(stream::TAG_RAW, &payload[..], targets, j, finish);
+        }
+        let (tag, r) = src.blob(h)?;
+        stage_content(tag, r, targets, j, finish)
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..FETCHERS.min(jobs.len()) {
+            scope.spawn(|| loop {
+                if failed.lock().unwrap().is_some() {
+                    return;
+                }
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&job) = jobs.get(n) else {
+                    return;
+                };
+                if let Err(e) = work(job) {
+                    failed.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The new payload of `e` rebuilt from the old copy at the same path plus fetched ranges,
+/// hash-checked; `None` when no delta applies or it failed (the caller fetches the blob).
+fn try_delta(
+    src: &dyn Source,
+    root: &Path,
+    old: &Manifest,
+    h: &Hash,
+    e: &Entry,
+) -> Option<Vec<u8>> {
+    let Kind::File { size, extents, .. } = &e.kind else {
+        return None;
+    };
+    if crate::install::payload_len(*size, extents.as_deref()) < crate::delta::MIN_SIZE {
+        return None;
+    }
+    let oe = old.get(&e.path)?;
+    let Kind::File {
+        size: os,
+        extents: ox,
+        ..
+    } = &oe.kind
+    else {
+        return None;
+    };
+    // Old data from disk, only if the file still looks like the old version (a drifted
+    // copy would still patch correctly thanks to the final hash, but likely match less).
+    let p = join(root, &oe.path);
+    if !fsutil::file_matches_fast(&p, oe) {
+        return None;
+    }
+    let sig = crate::delta::Signature::parse(&src.signature(h).ok()??).ok()?;
+    let mut old_bytes =
+        Vec::with_capacity(crate::install::payload_len(*os, ox.as_deref()) as usize);
+    PayloadReader::new(File::open(&p).ok()?, *os, ox.as_deref())
+        .read_to_end(&mut old_bytes)
+        .ok()?;
+    // Blob byte 0 is the tag: payload offset `o` is blob offset `o + 1`.
+    let (payload, _fetched) = sig
+        .patch(&old_bytes, DELTA_GAP, FETCHERS, |s, e| {
+            src.blob_range(h, s + 1, e + 1)
+        })
+        .ok()?;
+    (blake3::hash(&payload).as_bytes() == h).then_some(payload)
+}
+
+/// Decode, verify and write one content to the staging slot of every target (a copy of the
+/// first for the others), each given its final metadata.
+fn stage_content(
+    tag: u8,
+    stored: impl Read,
+    targets: &[(usize, &Entry)],
+    j: &Journal,
+    finish: &(dyn Fn(usize, &Entry) -> Result<()> + Sync),
+) -> Result<()> {
+    let (i0, e0) = targets[0];
+    let Kind::File {
+        size,
+        hash,
+        extents,
+    } = &e0.kind
+    else {
+        unreachable!()
+    };
+    let dst0 = j.staged(i0);
+    let mut rd = HashVerify::new(stream::decoder(tag, stored)?, *hash);
+    let mut w = PayloadWriter::new(File::create(&dst0)?, *size, extents.as_deref());
+    crate::install::copy_big(&mut rd, &mut w)
+        .map_err(|err| Error::Integrity(format!("{}: {err}", encode(&e0.path))))?;
+    w.finish()?;
+    for &(i, e) in &targets[1..] {
+        crate::install::copy_payload(&dst0, &j.staged(i), *size, extents.as_deref())?;
+        finish(i, e)?;
+    }
+    finish(i0, e0)
 }
 
 /// Copy a local file's payload to `dst` laid out as `e`, checking `e`'s hash.
@@ -678,7 +829,13 @@ fn copy_verified(
     Ok(())
 }
 
-fn apply(root: &Path, j: &Journal, plan: &Plan, new: &Manifest, hook: &dyn Fn()) -> Result<()> {
+fn apply(
+    root: &Path,
+    j: &Journal,
+    plan: &Plan,
+    new: &Manifest,
+    hook: &(dyn Fn() + Sync),
+) -> Result<()> {
     for (i, op) in plan.ops.iter().enumerate() {
         hook();
         let p = join(root, &op.path()?);
@@ -708,16 +865,32 @@ fn apply(root: &Path, j: &Journal, plan: &Plan, new: &Manifest, hook: &dyn Fn())
         }
         j.log(&format!("d {i}"))?;
     }
-    // New metadata for metadata-only changes and changed directories, deepest first.
-    for r in plan.after.iter().rev() {
+    // New metadata for metadata-only changes and changed directories: everything but
+    // directories in parallel (setting a file's metadata never changes its directory's
+    // mtime; ~2.4k paths on the Debian benchmark), then directories deepest first.
+    let set_meta = |r: &String| -> Result<()> {
         hook();
         let path = decode(r)?;
         if let Some(e) = new.get(&path) {
             let p = join(root, &path);
-            if p.exists() || fs::symlink_metadata(&p).is_ok() {
+            if fs::symlink_metadata(&p).is_ok() {
                 fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))?;
             }
         }
+        Ok(())
+    };
+    let is_dir = |r: &String| {
+        decode(r)
+            .ok()
+            .and_then(|p| new.get(&p).map(|e| matches!(e.kind, Kind::Dir)))
+            .unwrap_or(false)
+    };
+    plan.after
+        .par_iter()
+        .filter(|r| !is_dir(r))
+        .try_for_each(set_meta)?;
+    for r in plan.after.iter().rev().filter(|r| is_dir(r)) {
+        set_meta(r)?;
     }
     j.log("applied")?;
     Ok(())

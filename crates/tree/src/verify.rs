@@ -19,11 +19,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::exclude::Patterns;
-use crate::fsutil::{self, join, PayloadReader};
+use crate::fsutil::{self, join};
 use crate::index::stat_entry;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::pathenc::encode;
-use crate::stream::HashVerify;
 use crate::Result;
 
 #[derive(Default, Clone)]
@@ -198,11 +197,29 @@ pub fn content_matches(p: &Path, e: &Entry) -> Result<bool> {
         return Ok(false);
     };
     let f = File::open(p)?;
-    let mut r = HashVerify::new(
-        PayloadReader::new(f.try_clone()?, *size, extents.as_deref()),
-        *hash,
-    );
-    if std::io::copy(&mut r, &mut std::io::sink()).is_err() {
+    // Positional reads in 256 KiB chunks straight into the hasher (`io::copy` to a sink read
+    // 8 KiB at a time: ~80k `pread`s for a 600 MB tree instead of ~5k).
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; (256 << 10).min(*size as usize).max(1)];
+    let dense = [(0, *size)];
+    let payload: &[(u64, u64)] = match extents {
+        Some(x) => x,
+        None if *size > 0 => &dense,
+        None => &[],
+    };
+    for &(off, len) in payload {
+        let mut pos = off;
+        while pos < off + len {
+            let want = ((off + len - pos) as usize).min(buf.len());
+            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..want], pos)?;
+            if n == 0 {
+                return Ok(false); // shorter than its extents
+            }
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+    }
+    if hasher.finalize().as_bytes() != hash {
         return Ok(false);
     }
     let Some(ext) = extents else {
@@ -243,15 +260,23 @@ pub fn verify(root: &Path, m: &Manifest, opts: &Options) -> Result<Vec<Drift>> {
         .iter()
         .filter(|e| !opts.exclude.matches(&e.path))
         .collect();
-    let mut out: Vec<(Vec<u8>, Drift)> = entries
-        .par_iter()
-        .map(|e| Ok(compare_entry(root, m, e, opts.full)?.map(|d| (e.path.clone(), d))))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut extras = Vec::new();
-    walk_extras(root, &mut Vec::new(), m, &opts.exclude, &mut extras)?;
+    // The walk for extra entries (readdir of every directory, sequential) runs beside the
+    // per-entry comparison instead of after it: a third of the syscalls of a fast verify.
+    let (compared, walked) = rayon::join(
+        || {
+            entries
+                .par_iter()
+                .map(|e| Ok(compare_entry(root, m, e, opts.full)?.map(|d| (e.path.clone(), d))))
+                .collect::<Result<Vec<_>>>()
+        },
+        || -> Result<Vec<Vec<u8>>> {
+            let mut extras = Vec::new();
+            walk_extras(root, &mut Vec::new(), m, &opts.exclude, &mut extras)?;
+            Ok(extras)
+        },
+    );
+    let mut out: Vec<(Vec<u8>, Drift)> = compared?.into_iter().flatten().collect();
+    let extras = walked?;
     for p in extras {
         out.push((
             p.clone(),

@@ -307,3 +307,117 @@ fn kill_at_every_step_ends_fully_old_or_fully_new() {
         fs::remove_dir_all(&expected_new).unwrap();
     }
 }
+
+/// A source that counts what crosses the "wire": whole blobs and delta ranges.
+struct Counting {
+    inner: LocalSource,
+    blobs: std::sync::atomic::AtomicU64,
+    range_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl edeploy_tree::source::Source for Counting {
+    fn manifest(&self, v: &str, r: &str) -> edeploy_tree::Result<Vec<u8>> {
+        self.inner.manifest(v, r)
+    }
+    fn manifest_signature(&self, v: &str, r: &str) -> edeploy_tree::Result<Option<Vec<u8>>> {
+        self.inner.manifest_signature(v, r)
+    }
+    fn pack_index(
+        &self,
+        m: &edeploy_tree::Hash,
+    ) -> edeploy_tree::Result<edeploy_tree::store::PackIndex> {
+        self.inner.pack_index(m)
+    }
+    fn pack(
+        &self,
+        m: &edeploy_tree::Hash,
+        off: u64,
+    ) -> edeploy_tree::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.pack(m, off)
+    }
+    fn blob(
+        &self,
+        h: &edeploy_tree::Hash,
+    ) -> edeploy_tree::Result<(u8, Box<dyn std::io::Read + Send>)> {
+        self.blobs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.blob(h)
+    }
+    fn signature(&self, h: &edeploy_tree::Hash) -> edeploy_tree::Result<Option<Vec<u8>>> {
+        self.inner.signature(h)
+    }
+    fn blob_range(&self, h: &edeploy_tree::Hash, s: u64, e: u64) -> edeploy_tree::Result<Vec<u8>> {
+        self.range_bytes
+            .fetch_add(e - s, std::sync::atomic::Ordering::SeqCst);
+        self.inner.blob_range(h, s, e)
+    }
+    fn metadata(
+        &self,
+        f: &str,
+        r: &str,
+        t: &str,
+        n: &str,
+    ) -> edeploy_tree::Result<Option<Vec<u8>>> {
+        self.inner.metadata(f, r, t, n)
+    }
+    fn upgrades(&self, f: &str, r: &str) -> edeploy_tree::Result<Vec<String>> {
+        self.inner.upgrades(f, r)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn large_changed_file_travels_as_a_delta() {
+    require_root!();
+    let t = tempfile::tempdir().unwrap();
+    let v1 = t.path().join("v1");
+    let v2 = t.path().join("v2");
+    for v in [&v1, &v2] {
+        fs::create_dir_all(v.join("boot")).unwrap();
+        fs::create_dir_all(v.join("var/lib/edeploy")).unwrap();
+    }
+    // Incompressible (stored raw, so it gets a block signature), 3 MB; v2 inserts bytes at
+    // the front (every block shifts) and rewrites 100 KB in the middle.
+    let old = common::pseudo_random(3 << 20, 11);
+    let mut new = common::pseudo_random(1000, 12);
+    new.extend_from_slice(&old[..1 << 20]);
+    new.extend_from_slice(&common::pseudo_random(100 << 10, 13));
+    new.extend_from_slice(&old[(1 << 20) + (100 << 10)..]);
+    fs::write(v1.join("boot/initrd.img"), &old).unwrap();
+    fs::write(v2.join("boot/initrd.img"), &new).unwrap();
+    let store = t.path().join("store");
+    Store::new(&store).index(&v1, "1", "base", None).unwrap();
+    let (m2, _) = Store::new(&store).index(&v2, "2", "base", None).unwrap();
+    let h2 = *m2.get(b"boot/initrd.img").unwrap().file_hash().unwrap();
+    assert!(Store::new(&store).sig_path(&h2).exists(), "no signature");
+    fs::create_dir_all(store.join("metadata/1/base/2")).unwrap();
+    let root = t.path().join("root");
+    let (m, bytes) = install::install(
+        &LocalSource::new(&store),
+        "1",
+        "base",
+        &root,
+        &Options::default(),
+    )
+    .unwrap();
+    let mut conf = Conf::default();
+    conf.set("VERS", "1");
+    conf.set("ROLE", "base");
+    state::record_install(&root, &m, &bytes, &conf).unwrap();
+    let before = snapshot_before(&root);
+    let src = Counting {
+        inner: LocalSource::new(&store),
+        blobs: Default::default(),
+        range_bytes: Default::default(),
+    };
+    upgrade::upgrade(&src, &root, "2", &Default::default()).unwrap();
+    assert_eq!(fs::read(root.join("boot/initrd.img")).unwrap(), new);
+    common::assert_same_tree(&v2, &root, SKIP);
+    let ranged = src.range_bytes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(src.blobs.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(ranged > 0 && ranged < 400 << 10, "{ranged} bytes fetched");
+    // Rollback stays exact after a delta.
+    upgrade::rollback(&root).unwrap();
+    common::assert_same_tree(&before, &root, SKIP);
+}
