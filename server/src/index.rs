@@ -11,17 +11,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use edeploy_spec::conf::{ServerConf, DEFAULT_SECTION};
 use edeploy_spec::config::safe_name;
-use edeploy_tree::manifest::{read_signing_key, Kind};
+use edeploy_tree::manifest::{read_signing_key, Kind, SigningKey};
 use edeploy_tree::store::{write_atomic, Store};
 
+/// What `index` and `image` both read: the config, its section, the optional signing key.
 #[derive(clap::Args)]
-#[command(
-    after_help = "Reads INSTALLDIR, METADATADIR and STOREDIR from the config \
-    (defaults CONFIGDIR/../install, ../metadata, ../store). Prints one line per tree: \
-    entries, bytes of file content, pack size, time."
-)]
-pub struct IndexArgs {
-    /// edeploy.conf whose INSTALLDIR is indexed into its STOREDIR.
+pub struct TreeConfArgs {
+    /// edeploy.conf whose INSTALLDIR holds the trees (and STOREDIR receives the output).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Section of the config to read.
@@ -30,6 +26,46 @@ pub struct IndexArgs {
     /// ed25519 secret key file (64 hex characters) to sign the manifests with.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+}
+
+impl TreeConfArgs {
+    pub fn load(&self) -> Result<(ServerConf, Option<SigningKey>)> {
+        let conf = ServerConf::load(&self.config, &self.section)
+            .with_context(|| format!("reading {}", self.config.display()))?;
+        let key = self
+            .key
+            .as_deref()
+            .map(read_signing_key)
+            .transpose()
+            .context("reading the signing key")?;
+        Ok((conf, key))
+    }
+}
+
+/// `INSTALLDIR/VERSION/ROLE`, after checking both names: they become a URL path component and a
+/// file name.
+pub fn tree_dir(conf: &ServerConf, version: &str, role: &str) -> Result<PathBuf> {
+    for n in [version, role] {
+        if !safe_name(n) || n.contains(['\\', '%', ' ']) || n.starts_with('.') {
+            bail!("invalid version or role name {n:?}");
+        }
+    }
+    let tree = conf.install_dir.join(version).join(role);
+    if !tree.is_dir() {
+        bail!("no tree {}", tree.display());
+    }
+    Ok(tree)
+}
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Reads INSTALLDIR, METADATADIR and STOREDIR from the config \
+    (defaults CONFIGDIR/../install, ../metadata, ../store). Prints one line per tree: \
+    entries, bytes of file content, pack size, time."
+)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    conf: TreeConfArgs,
     /// Index only this version (with ROLE); default: every INSTALLDIR/<version>/<role>/.
     #[arg(requires = "role")]
     version: Option<String>,
@@ -65,24 +101,10 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
 }
 
 pub fn run(a: IndexArgs) -> Result<ExitCode> {
-    let conf = ServerConf::load(&a.config, &a.section)
-        .with_context(|| format!("reading {}", a.config.display()))?;
-    let key = a
-        .key
-        .as_deref()
-        .map(read_signing_key)
-        .transpose()
-        .context("reading the signing key")?;
+    let (conf, key) = a.conf.load()?;
     let trees: Vec<(String, String)> = match (&a.version, &a.role) {
         (Some(v), Some(r)) => {
-            for n in [v, r] {
-                if !safe_name(n) || n.contains(['\\', '%', ' ']) || n.starts_with('.') {
-                    bail!("invalid version or role name {n:?}");
-                }
-            }
-            if !conf.install_dir.join(v).join(r).is_dir() {
-                bail!("no tree {}", conf.install_dir.join(v).join(r).display());
-            }
+            tree_dir(&conf, v, r)?;
             vec![(v.clone(), r.clone())]
         }
         _ => {

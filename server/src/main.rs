@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod image;
 mod index;
 mod offline;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Publish INSTALLDIR/<version>/<role>/ trees into STOREDIR (manifests, blobs, packs) and
     /// write the upgrade lists from METADATADIR, for `serve` or any static web server.
     Index(index::IndexArgs),
+    /// Write the role image <role>-<version>.edeploy (tar + zstd, xattrs kept) of
+    /// INSTALLDIR/VERSION/ROLE, by default into STOREDIR/images/ (served at /trees/images/).
+    Image(image::ImageArgs),
     /// Run the provisioning server (embedded HTTP). With no --config, serves a copy of the
     /// repository's specs/ from ./var/edeploy on 127.0.0.1:8080.
     Serve(serve::ServeArgs),
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
                 Command::Generate(a) => offline::run_generate(a),
                 Command::Check(a) => offline::run_check(a),
                 Command::Index(a) => index::run(a),
+                Command::Image(a) => image::run(a),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edeploy_fsutil::{atomic_write, Lock};
@@ -16,6 +16,7 @@ use edeploy_hw::HardwareList;
 use edeploy_spec::cmdb::{Cmdb, CmdbError};
 use edeploy_spec::conf::{ConfError, ServerConf, DEFAULT_SECTION};
 use edeploy_spec::config::{safe_name, select_with, ConfigDir, SelectError};
+use edeploy_spec::state::{State, StateError};
 use edeploy_spec::Specs;
 
 use crate::metrics::Metrics;
@@ -205,14 +206,19 @@ pub fn parse_hw(file: &Part) -> Result<(HardwareList, String), UploadError> {
     Ok((hw, sysname))
 }
 
-/// Parsed specs, re-read only when the file changes (size or mtime).
+/// Parsed specs, re-read only when the file changes (size or mtime). Shared (`Arc`): a machine is
+/// tried against up to every profile, and copying each profile's compiled specs cost more than
+/// matching them.
 #[derive(Default)]
 struct SpecsCache {
-    map: Mutex<HashMap<PathBuf, (SystemTime, u64, Specs)>>,
+    map: Mutex<HashMap<PathBuf, Stamped<Arc<Specs>>>>,
 }
 
+/// A parsed file with the modification time and size it was parsed at.
+type Stamped<T> = (SystemTime, u64, T);
+
 impl SpecsCache {
-    fn load(&self, path: &Path) -> Result<Option<Specs>, edeploy_spec::SpecError> {
+    fn load(&self, path: &Path) -> Result<Option<Arc<Specs>>, edeploy_spec::SpecError> {
         let Ok(meta) = fs::metadata(path) else {
             return Ok(None);
         };
@@ -222,12 +228,41 @@ impl SpecsCache {
                 return Ok(Some(s.clone()));
             }
         }
-        let specs = Specs::load(path)?;
+        let specs = Arc::new(Specs::load(path)?);
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.to_path_buf(), (stamp.0, stamp.1, specs.clone()));
         Ok(Some(specs))
+    }
+}
+
+/// The parsed state, keyed by the file's exact text. Parsing the state (a literal list, one entry
+/// per profile) cost more than the whole match of a batch; reading the file is cheap. Keyed by
+/// content, not by mtime: a quota is what must never be read stale (another server or a CGI
+/// process may write the file within one timestamp tick, with the same size), and equal bytes
+/// always parse to the same state.
+#[derive(Default)]
+struct StateCache {
+    map: Mutex<HashMap<PathBuf, (String, State)>>,
+}
+
+impl StateCache {
+    fn load(&self, path: &Path) -> Result<State, StateError> {
+        let file = path.display().to_string();
+        let text = fs::read_to_string(path).map_err(|e| StateError::Io {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, st)) = map.get(path) {
+            if *t == text {
+                return Ok(st.clone());
+            }
+        }
+        let st = State::parse(&text, &file)?;
+        map.insert(path.to_path_buf(), (text, st.clone()));
+        Ok(st)
     }
 }
 
@@ -311,6 +346,9 @@ pub struct Server {
     pub nodes: Nodes,
     specs: SpecsCache,
     cmdbs: CmdbCache,
+    states: StateCache,
+    /// Parsed edeploy.conf sections, with the text they were parsed from (see [`Server::conf`]).
+    confs: Mutex<HashMap<String, (String, ServerConf)>>,
     batch: Batcher,
 }
 
@@ -325,6 +363,8 @@ impl Server {
             nodes: Nodes::default(),
             specs: SpecsCache::default(),
             cmdbs: CmdbCache::default(),
+            states: StateCache::default(),
+            confs: Mutex::default(),
             batch: Batcher::default(),
         }
     }
@@ -382,12 +422,38 @@ impl Server {
         r
     }
 
+    /// The section's settings. edeploy.conf is read on every request (an edit applies to the next
+    /// upload, no restart) but parsed again only when its text changed: the INI parse was a tenth
+    /// of an upload's instructions. The result depends only on the path, the text and the
+    /// section, so equal text gives the same settings.
     fn conf(&self, section: Option<&str>) -> Result<ServerConf, UploadError> {
         let section = section.unwrap_or(DEFAULT_SECTION);
-        ServerConf::load(&self.conf_path, section).map_err(|e| match e {
+        let err = |e| match e {
             ConfError::NoSection { .. } => bad(format!("unknown section {section:?}")),
             e => internal(e),
-        })
+        };
+        let text = fs::read_to_string(&self.conf_path).map_err(|e| {
+            internal(ConfError::Io {
+                file: self.conf_path.display().to_string(),
+                message: e.to_string(),
+            })
+        })?;
+        let mut cache = self.confs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, c)) = cache.get(section) {
+            if *t == text {
+                return Ok(c.clone());
+            }
+        }
+        let file = self.conf_path.display().to_string();
+        // As ServerConf::load does.
+        let base = self
+            .conf_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let ini = edeploy_spec::conf::Ini::parse(&text, &file).map_err(err)?;
+        let conf = ServerConf::from_ini(&ini, section, &base).map_err(err)?;
+        cache.insert(section.to_string(), (text, conf.clone()));
+        Ok(conf)
     }
 
     /// Upload of a hardware list (match), a failure report, or an installation log.
@@ -532,9 +598,14 @@ impl Server {
         // The hardware is recorded even when no profile takes it (as eDeploy did): it is what the
         // operator writes specs from. State and CMDB change only on a match.
         let mut hw_files = Vec::with_capacity(jobs.len());
+        let mut hw_dirs: Vec<&Path> = Vec::new();
         for (_, j) in &jobs {
-            if let Err(e) = fs::create_dir_all(&j.conf.hw_dir) {
-                return all(internal(format!("{}: {e}", j.conf.hw_dir.display())));
+            // Once per directory and batch (sections of one config dir may name different HWDIRs).
+            if !hw_dirs.contains(&j.conf.hw_dir.as_path()) {
+                if let Err(e) = fs::create_dir_all(&j.conf.hw_dir) {
+                    return all(internal(format!("{}: {e}", j.conf.hw_dir.display())));
+                }
+                hw_dirs.push(&j.conf.hw_dir);
             }
             hw_files.push((
                 j.conf.hw_dir.join(format!("{}.hw", j.sysname)),
@@ -545,7 +616,7 @@ impl Server {
             return all(internal(format!("saving hardware files: {e}")));
         }
         let dir = ConfigDir::new(&conf.config_dir);
-        let mut state = match dir.load_state() {
+        let mut state = match self.states.load(&dir.state_path()) {
             Ok(s) => s,
             Err(e) => return all(internal(e)),
         };
@@ -554,7 +625,7 @@ impl Server {
         let mut dirty: Vec<String> = Vec::new();
         let mut configures: HashMap<String, String> = HashMap::new();
         // Specs checked for changes once per batch, not once per machine (a stat per profile).
-        let mut specs: HashMap<String, Option<Specs>> = HashMap::new();
+        let mut specs: HashMap<String, Option<Arc<Specs>>> = HashMap::new();
         let mut results = Vec::with_capacity(jobs.len());
         for (id, j) in &jobs {
             let r = Self::pxemngr(&j.conf, &j.hw, &j.sysname).and_then(|()| {
@@ -658,7 +729,7 @@ impl Server {
             Self::save_hw(conf, hw, sysname)?;
         }
         let dir = ConfigDir::new(&conf.config_dir);
-        let mut state = dir.load_state().map_err(internal)?;
+        let mut state = self.states.load(&dir.state_path()).map_err(internal)?;
         let given = state.give_back(profile);
         if given {
             store::commit(
@@ -815,6 +886,29 @@ mod tests {
         let hw = fs::read_to_string(d.path().join("hw/vm-52-54-00-00-00-01.hw")).unwrap();
         assert!(HardwareList::parse(&hw, "x").is_ok());
         assert!(!main.join(store::JOURNAL).exists());
+    }
+
+    #[test]
+    fn edits_of_state_and_conf_apply_to_the_next_upload() {
+        // Both are cached parsed; an operator's edit must still be seen at once.
+        let d = tempfile::tempdir().unwrap();
+        let s = Server::new(fixture::scenario_config(d.path()).unwrap());
+        let r = machine(&s, "vm", "52:54:00:00:00:21");
+        assert_eq!(r.status, 200, "{}", body(&r));
+        let state = d.path().join("main/state");
+        // Same length as before: only the content tells the edit apart.
+        let old = fs::read_to_string(&state).unwrap();
+        let new = old.replace("('vm', '*')", "('vm', '0')");
+        assert_eq!(old.len(), new.len());
+        fs::write(&state, &new).unwrap();
+        assert_eq!(machine(&s, "vm", "52:54:00:00:00:22").status, 404);
+        assert_eq!(fs::read_to_string(&state).unwrap(), new);
+        let conf = d.path().join("edeploy.conf");
+        let text = fs::read_to_string(&conf).unwrap();
+        fs::write(&conf, text.replace("meta.example", "other.example")).unwrap();
+        fs::write(&state, &old).unwrap();
+        let r = machine(&s, "vm", "52:54:00:00:00:22");
+        assert!(body(&r).contains("\nMETADATA_URL='http://other.example/metadata/'\n"));
     }
 
     #[test]

@@ -21,15 +21,7 @@ use edeploy_tree::source::Source;
 /// A config directory layout: `DIR/edeploy.conf`, `DIR/config`, trees in `DIR/install`,
 /// metadata in `DIR/metadata`, the store in `DIR/store` (all by the conf's defaults).
 fn setup(dir: &Path) -> PathBuf {
-    for d in ["config", "hw", "logs", "health"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    let conf = dir.join("edeploy.conf");
-    fs::write(
-        &conf,
-        "[SERVER]\nCONFIGDIR=config\nHWDIR=hw\nLOGDIR=logs\nHEALTHDIR=health\nLOCKFILE=lock\n",
-    )
-    .unwrap();
+    let conf = common::tree_conf(dir);
     let v1 = dir.join("install/1/base");
     fs::create_dir_all(v1.join("etc")).unwrap();
     fs::create_dir_all(v1.join("usr/bin")).unwrap();

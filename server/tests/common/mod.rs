@@ -391,3 +391,19 @@ pub fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A config layout for the tree routes: `DIR/edeploy.conf` with `DIR/config`, `hw`, `logs`,
+/// `health`; trees, metadata and store at the conf's defaults (`DIR/install`, `DIR/metadata`,
+/// `DIR/store`).
+pub fn tree_conf(dir: &Path) -> PathBuf {
+    for d in ["config", "hw", "logs", "health"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let conf = dir.join("edeploy.conf");
+    fs::write(
+        &conf,
+        "[SERVER]\nCONFIGDIR=config\nHWDIR=hw\nLOGDIR=logs\nHEALTHDIR=health\nLOCKFILE=lock\n",
+    )
+    .unwrap();
+    conf
+}
