@@ -177,15 +177,7 @@ pub fn upload_hw(
     retry: Retry,
     log: &dyn Fn(&str),
 ) -> Result<String, UploadError> {
-    post(
-        url,
-        &[
-            Field::text("section", section),
-            Field::file("file", "hw.json", hw_json.as_bytes()),
-        ],
-        retry,
-        log,
-    )
+    post_hw(url, section, None, hw_json, retry, log)
 }
 
 /// The failure report: the hardware again, plus `failure=<profile>` so the server gives the
@@ -198,16 +190,21 @@ pub fn report_failure(
     retry: Retry,
     log: &dyn Fn(&str),
 ) -> Result<String, UploadError> {
-    post(
-        url,
-        &[
-            Field::text("section", section),
-            Field::text("failure", profile),
-            Field::file("file", "hw.json", hw_json.as_bytes()),
-        ],
-        retry,
-        log,
-    )
+    post_hw(url, section, Some(profile), hw_json, retry, log)
+}
+
+fn post_hw(
+    url: &str,
+    section: &str,
+    failure: Option<&str>,
+    hw_json: &str,
+    retry: Retry,
+    log: &dyn Fn(&str),
+) -> Result<String, UploadError> {
+    let mut fields = vec![Field::text("section", section)];
+    fields.extend(failure.map(|p| Field::text("failure", p)));
+    fields.push(Field::file("file", "hw.json", hw_json.as_bytes()));
+    post(url, &fields, retry, log)
 }
 
 /// gzip of `data` (pure Rust deflate).

@@ -64,6 +64,18 @@ fn component(what: &str, s: &str) -> Result<()> {
     }
 }
 
+/// The HTTP client of every tree download (pack, blobs, images).
+pub(crate) fn client() -> Result<Client> {
+    Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // In the blocking client this bounds the wait for the headers and each body read (an
+        // idle timeout), not the whole transfer: a pack of gigabytes may take long.
+        .timeout(Duration::from_secs(60))
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::Other(format!("HTTP client: {e}")))
+}
+
 impl HttpSource {
     /// `base` is `http://HOST[:PORT][/PREFIX]` (or `https://`); the routes are appended to it.
     pub fn new(base: &str) -> Result<HttpSource> {
@@ -79,14 +91,7 @@ impl HttpSource {
                 "tree source {base:?}: no query or fragment allowed"
             )));
         }
-        let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // In the blocking client this bounds the wait for the headers and each body read
-            // (an idle timeout), not the whole transfer: a pack of gigabytes may take long.
-            .timeout(Duration::from_secs(60))
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
+        let client = client()?;
         Ok(HttpSource {
             base: url.as_str().trim_end_matches('/').to_string(),
             client,

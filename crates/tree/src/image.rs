@@ -753,12 +753,7 @@ pub fn open(src: &str) -> Result<Box<dyn Read + Send>> {
             .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("{src}: {e}"))))?;
         return Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)));
     }
-    let client = Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .tcp_keepalive(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
+    let client = crate::http::client()?;
     let url = src.to_string();
     // The initrd opens the image right after DHCP: a server or route still coming up gets a
     // few tries with backoff (0.5, 1, 2 s), as HttpSource's small GETs do; a 404 is final.
