@@ -16,7 +16,7 @@ use edeploy_server::pipeline::{Server, DEFAULT_MAX_UPLOAD};
     GET  /nodes                               JSON time line per machine\n  \
     POST /report                              urlencoded sysname, event[, detail]: boot report\n  \
     GET  /trees/PATH                          STOREDIR files (manifests/V/R.manifest[.sig], \
-    packs/H.pack with Range, packs/H.idx, blobs/ab/H, upgrades/FROM/ROLE)\n  \
+    packs/H.pack with Range, packs/H.idx, blobs/ab/H, sigs/ab/H, upgrades/FROM/ROLE, images/ROLE-VERSION.edeploy)\n  \
     GET  /metadata/FROM/ROLE/TO/NAME          METADATADIR files (exclude, add_only, pre, post)\n\n\
     Status: 200 script, 400 bad upload, 404 no profile matched, 409 quota or CMDB exhausted, \
     413 too large, 500 internal; errors carry X-Edeploy-Error and a sh body that exits 1.\n\n\
