@@ -223,13 +223,7 @@ fn check_range(url: &str, r: Response, offset: u64, bounded: bool) -> Result<Res
             ),
         ));
     }
-    let start = r
-        .headers()
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes "))
-        .and_then(|v| v.split('-').next())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let start = range_start(&r);
     if start != Some(offset) {
         return Err(net(
             url,
@@ -434,6 +428,16 @@ impl<F: FnMut(u64) -> Result<Box<dyn Read + Send>>> Read for Resuming<F> {
             }
         }
     }
+}
+
+/// The first byte a `206` answer carries, from its `Content-Range: bytes START-END/LEN`.
+pub(crate) fn range_start(r: &reqwest::blocking::Response) -> Option<u64> {
+    r.headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::RANGE;
 use reqwest::StatusCode;
 
 use crate::fsutil::{self, join, PayloadReader, PayloadWriter};
@@ -807,13 +807,7 @@ fn get(client: &Client, url: &str, offset: u64) -> Result<Response> {
         return Err(net(r.status().to_string()));
     }
     if offset > 0 {
-        let start = r
-            .headers()
-            .get(CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes "))
-            .and_then(|v| v.split('-').next())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let start = crate::http::range_start(&r);
         if r.status() != StatusCode::PARTIAL_CONTENT || start != Some(offset) {
             return Err(net(format!(
                 "asked for bytes {offset}-, got {} {start:?} (no Range support?)",
