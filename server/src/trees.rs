@@ -151,19 +151,27 @@ pub fn resolve_in(root: &Path, comps: &[String]) -> Result<PathBuf, TreeError> {
 }
 
 /// What to send of a file of `len` bytes for a `Range` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ByteRange {
     /// No (usable) range: 200 with the whole file.
     Full,
     /// 206 with bytes `start..=end`.
     Part { start: u64, end: u64 },
+    /// 206 `multipart/byteranges` with each `(start, end)` (inclusive), in the order asked.
+    Parts(Vec<(u64, u64)>),
     /// 416 (`Content-Range: bytes */len`).
     Unsatisfiable,
 }
 
-/// Parses a `Range` header (RFC 9110 §14). One range only: `bytes=A-B`, `bytes=A-`,
-/// `bytes=-N`. A malformed header, another unit or several ranges are ignored (the whole file
-/// is sent, which the RFC allows); a clients that asked for an offset checks for the 206.
+/// Most ranges one multi-range request may ask for, and most bytes they may add up to; past
+/// either the header is ignored (the whole file is sent, as the RFC allows).
+pub const MAX_PARTS: usize = 256;
+pub const MAX_PARTS_BYTES: u64 = 16 << 20;
+
+/// Parses a `Range` header (RFC 9110 §14): `bytes=A-B`, `bytes=A-`, `bytes=-N`, or several of
+/// them separated by commas. A malformed header, another unit or too many ranges are ignored
+/// (the whole file is sent, which the RFC allows); a client that asked for an offset checks
+/// for the 206. Of several ranges the unsatisfiable ones are dropped; none left is a 416.
 pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
     let Some(h) = header else {
         return ByteRange::Full;
@@ -171,12 +179,32 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return ByteRange::Full;
     };
-    if spec.contains(',') {
+    let specs: Vec<&str> = spec.split(',').collect();
+    if specs.len() > MAX_PARTS {
         return ByteRange::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return ByteRange::Full;
-    };
+    let mut parts = Vec::new();
+    for one in specs {
+        match parse_one(one, len) {
+            None => return ByteRange::Full,
+            Some(None) => {}
+            Some(Some(r)) => parts.push(r),
+        }
+    }
+    match parts.len() {
+        0 => ByteRange::Unsatisfiable,
+        1 => ByteRange::Part {
+            start: parts[0].0,
+            end: parts[0].1,
+        },
+        _ if parts.iter().map(|(s, e)| e - s + 1).sum::<u64>() > MAX_PARTS_BYTES => ByteRange::Full,
+        _ => ByteRange::Parts(parts),
+    }
+}
+
+/// One range spec: `None` malformed, `Some(None)` unsatisfiable, else `(start, end)`.
+fn parse_one(spec: &str, len: u64) -> Option<Option<(u64, u64)>> {
+    let (a, b) = spec.trim().split_once('-')?;
     let num = |s: &str| -> Option<u64> {
         let s = s.trim();
         (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
@@ -184,37 +212,21 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
             .flatten()
     };
     match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, true) => ByteRange::Full,
+        (true, true) => None,
         // Suffix: the last N bytes.
-        (true, false) => match num(b) {
-            None => ByteRange::Full,
-            Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if len == 0 => ByteRange::Unsatisfiable,
-            Some(n) => ByteRange::Part {
-                start: len.saturating_sub(n),
-                end: len - 1,
-            },
+        (true, false) => match num(b)? {
+            0 => Some(None),
+            _ if len == 0 => Some(None),
+            n => Some(Some((len.saturating_sub(n), len - 1))),
         },
         (false, open) => {
-            let Some(start) = num(a) else {
-                return ByteRange::Full;
-            };
+            let start = num(a)?;
             let end = if open {
                 u64::MAX
             } else {
-                match num(b) {
-                    Some(e) if e >= start => e,
-                    _ => return ByteRange::Full,
-                }
+                Some(num(b)?).filter(|&e| e >= start)?
             };
-            if start >= len {
-                ByteRange::Unsatisfiable
-            } else {
-                ByteRange::Part {
-                    start,
-                    end: end.min(len - 1),
-                }
-            }
+            Some((start < len).then(|| (start, end.min(len - 1))))
         }
     }
 }
@@ -326,18 +338,27 @@ mod tests {
         assert_eq!(r("bytes=0-", 0), Unsatisfiable);
         assert_eq!(r("bytes=-0", 10), Unsatisfiable);
         assert_eq!(r("bytes=-5", 0), Unsatisfiable);
+        assert_eq!(r("bytes=1-2,4-5", 10), Parts(vec![(1, 2), (4, 5)]));
+        // Unsatisfiable members dropped; one left is a plain part, none a 416.
+        assert_eq!(r("bytes=1-2,40-50,-3", 10), Parts(vec![(1, 2), (7, 9)]));
+        assert_eq!(r("bytes=40-50, 3-3", 10), Part { start: 3, end: 3 });
+        assert_eq!(r("bytes=40-50,60-", 10), Unsatisfiable);
+        let many = vec!["0-0"; MAX_PARTS + 1].join(",");
+        let too_big = format!("bytes=0-{},0-0", MAX_PARTS_BYTES);
         // Ignored: whole file.
         for h in [
             "bytes=6-4",
             "bytes=a-",
             "bytes=-",
-            "bytes=1-2,4-5",
+            "bytes=1-2,4-x",
+            &format!("bytes={many}"),
+            &too_big,
             "items=1-",
             "bytes=+1-",
             "bytes=1",
             "bytes=99999999999999999999999-",
         ] {
-            assert_eq!(r(h, 10), Full, "{h}");
+            assert_eq!(r(h, MAX_PARTS_BYTES * 2), Full, "{h}");
         }
     }
 

@@ -105,6 +105,50 @@ fn pack_path(store: &Path) -> PathBuf {
     packs.pop().unwrap() // the largest: version 1's
 }
 
+/// The route and bytes of the largest blob in the store (the 1.5 MB raw file of `setup`).
+fn largest_blob(store: &Path) -> (String, Vec<u8>) {
+    let mut blobs: Vec<PathBuf> = fs::read_dir(store.join("blobs"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let p = blobs.pop().unwrap();
+    let name = p.file_name().unwrap().to_str().unwrap().to_string();
+    (
+        format!("/trees/blobs/{}/{name}", &name[..2]),
+        fs::read(&p).unwrap(),
+    )
+}
+
+/// Two ranges of the largest blob in one raw request: a 206 `multipart/byteranges` whose parts
+/// are those bytes (what both edeploy-server and lighttpd answer).
+fn check_multipart(addr: SocketAddr, store: &Path) {
+    let (url, blob) = largest_blob(store);
+    let r = raw(addr, "GET", &url, "Range: bytes=0-9,100-109\r\n");
+    assert_eq!(r.status, 206);
+    let ctype = r.header("content-type").unwrap_or_default().to_string();
+    let boundary = edeploy_tree::byteranges::boundary(&ctype).expect(&ctype);
+    let parts = edeploy_tree::byteranges::parse(boundary, &r.body).unwrap();
+    assert_eq!(
+        parts,
+        vec![(0, blob[..10].to_vec()), (100, blob[100..110].to_vec())]
+    );
+}
+
+/// `blob_ranges` (one multi-range request) gives exactly the stored bytes of each range.
+fn check_blob_ranges(src: &HttpSource, store: &Path) {
+    let (url, blob) = largest_blob(store);
+    let hash = edeploy_tree::manifest::unhex32(url.rsplit('/').next().unwrap()).unwrap();
+    let n = blob.len() as u64;
+    let ranges = [(1, 100), (5000, 5001), (200_000, 300_000), (n - 10, n)];
+    let got = src.blob_ranges(&hash, &ranges).unwrap();
+    assert_eq!(got.len(), ranges.len());
+    for ((s, e), g) in ranges.iter().zip(&got) {
+        assert!(g[..] == blob[*s as usize..*e as usize], "range {s}..{e}");
+    }
+}
+
 #[test]
 fn index_then_serve_trees() {
     let t = tempfile::tempdir().unwrap();
@@ -169,6 +213,10 @@ fn index_then_serve_trees() {
         r.header("content-range"),
         Some(&*format!("bytes */{}", pack_bytes.len()))
     );
+
+    // Several ranges in one request: multipart/byteranges, read back by HttpSource.
+    check_multipart(addr, &store);
+    check_blob_ranges(&HttpSource::new(&format!("http://{addr}")).unwrap(), &store);
 
     // Upgrade list and metadata.
     let r = raw(addr, "GET", "/trees/upgrades/1/base", "");
@@ -468,6 +516,9 @@ fn static_lighttpd_serves_the_store() {
         fs::read(root.join("usr/bin/big")).unwrap(),
         fs::read(dir.join("install/1/base/usr/bin/big")).unwrap()
     );
+    // A delta's ranges from a plain static server: one multi-range request.
+    check_blob_ranges(&src, &dir.join("store"));
+    check_multipart(addr, &dir.join("store"));
     // A resumed pack read from lighttpd: Range from the middle.
     let pack = pack_path(&dir.join("store"));
     let url = format!(

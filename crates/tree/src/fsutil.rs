@@ -63,6 +63,13 @@ pub fn syncfs(p: &Path) -> io::Result<()> {
     check(unsafe { libc::syncfs(f.as_raw_fd()) })
 }
 
+/// Start writing `f`'s dirty pages to disk without waiting. The final `syncfs` then finds
+/// most data already on its way instead of starting all of it at once.
+pub fn start_writeback(f: &File) {
+    // Advisory: a filesystem without it still gets everything written by the final sync.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 pub fn read_xattrs(p: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
     let names = match xattr::list(p) {

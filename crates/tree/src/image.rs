@@ -384,12 +384,12 @@ pub fn install_image(
     // The rest of the decoder's input (tar's end blocks, the zstd frame checksum) is read so a
     // corruption there still fails the install before it is reported done.
     io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(|e| corrupt(&e))?;
+    let (files_done, bytes_done) = (ctx.files, ctx.done);
+    staging.remove()?;
     install::finish_dirs(root, m.entries.iter())?;
     progress.event(Event::Phase {
         name: "sync".into(),
     });
-    let (files_done, bytes_done) = (ctx.files, ctx.done);
-    staging.remove()?;
     fsutil::syncfs(root)?;
     progress.event(Event::Done {
         files: files_done,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ed25519_dalek::VerifyingKey;
+use rayon::prelude::*;
 
 use crate::fsutil::{self, join, PayloadReader, PayloadWriter};
 use crate::manifest::{self, hex, manifest_hash, Entry, Hash, Kind, Manifest};
@@ -27,6 +28,13 @@ use crate::stream::{self, Counting, HashVerify};
 use crate::{Error, Result};
 
 pub const STAGING: &str = ".edeploy-staging";
+
+/// Files at least this large start their writeback as soon as they are committed, so the
+/// final `syncfs` does not begin all the disk writes at once after the last file (measured on
+/// the Debian benchmark tree, fresh ext4: ~0.35 s of syncfs at the end otherwise). Smaller
+/// files (10k of 12k, a fifth of the bytes) are left to the final sync: one writeback call
+/// each cost more than it saved.
+const WRITEBACK_MIN: u64 = 64 << 10;
 
 pub struct Options<'a> {
     /// When set, the manifest must carry a valid signature by this key.
@@ -88,21 +96,22 @@ pub fn install(
 ) -> Result<(Manifest, Vec<u8>)> {
     let (m, bytes, mh) = fetch_manifest(src, version, role, opts.key)?;
     fs::create_dir_all(root)?;
+    let fresh = is_fresh(root)?;
     let staging = Staging::new(root)?;
     create_non_files(root, m.entries.iter())?;
     let needed: Vec<&Entry> = m
         .entries
-        .iter()
+        .par_iter()
         .filter(|e| matches!(e.kind, Kind::File { .. }))
-        .filter(|e| !fsutil::file_matches_fast(&join(root, &e.path), e))
+        .filter(|e| fresh || !fsutil::file_matches_fast(&join(root, &e.path), e))
         .collect();
     fetch_files(src, &mh, root, &staging, &needed, opts.progress)?;
     link_hardlinks(root, m.entries.iter())?;
+    staging.remove()?;
     finish_dirs(root, m.entries.iter())?;
     opts.progress.event(Event::Phase {
         name: "sync".into(),
     });
-    staging.remove()?;
     fsutil::syncfs(root)?;
     Ok((m, bytes))
 }
@@ -171,35 +180,62 @@ pub fn same_kind_meta(p: &Path, m: &fs::Metadata, e: &Entry) -> bool {
     }
 }
 
-/// Create directories, symlinks, devices and fifos (idempotent: a rerun keeps what matches).
+/// Create directories (in manifest order, parents first), then symlinks, devices and fifos
+/// (in parallel). Idempotent: creation is tried first and what holds a taken name is checked
+/// only then, kept when it matches and replaced when not — so a fresh root costs one syscall
+/// per directory, and a rerun after an interruption keeps what is already right.
 pub fn create_non_files<'a>(root: &Path, entries: impl Iterator<Item = &'a Entry>) -> Result<()> {
+    let mut specials = Vec::new();
     for e in entries {
-        let p = join(root, &e.path);
         match &e.kind {
-            Kind::File { .. } | Kind::Hardlink { .. } => continue,
-            Kind::Dir => {
-                if !same_kind(&p, e) {
-                    remove_any(&p)?;
-                    fs::create_dir(&p)?;
-                }
-                continue; // metadata at the end
-            }
-            Kind::Symlink { target } => {
-                if !same_kind(&p, e) {
-                    remove_any(&p)?;
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)?;
-                }
-            }
-            Kind::Char { .. } | Kind::Block { .. } | Kind::Fifo => {
-                if !same_kind(&p, e) {
-                    remove_any(&p)?;
-                    fsutil::mknod(&p, &e.kind, e.mode)?;
-                }
-            }
+            Kind::File { .. } | Kind::Hardlink { .. } => {}
+            // Metadata at the end (finish_dirs): a read-only directory must still be filled.
+            Kind::Dir => create_taken(&join(root, &e.path), e, |p| fs::create_dir(p))?,
+            _ => specials.push(e),
         }
-        fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))?;
     }
-    Ok(())
+    let special = |e: &&Entry| -> Result<()> {
+        let p = join(root, &e.path);
+        create_taken(&p, e, |p| match &e.kind {
+            Kind::Symlink { target } => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
+            }
+            k => fsutil::mknod(p, k, e.mode),
+        })?;
+        fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))
+    };
+    // The image extractor calls this once per entry: no thread hand-off for a handful.
+    if specials.len() < 16 {
+        specials.iter().try_for_each(special)
+    } else {
+        specials.par_iter().try_for_each(special)
+    }
+}
+
+/// `create(p)`; when the name is taken by something that is not `e`'s kind, replace it.
+fn create_taken(p: &Path, e: &Entry, create: impl Fn(&Path) -> io::Result<()>) -> Result<()> {
+    match create(p) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            if !same_kind(p, e) {
+                remove_any(p).map_err(|err| ctx(p, err))?;
+                create(p).map_err(|err| ctx(p, err))?;
+            }
+            Ok(())
+        }
+        r => r.map_err(|err| ctx(p, err)),
+    }
+}
+
+/// Nothing but what an empty filesystem or an interrupted install's staging holds: every file
+/// of the manifest is needed, no need to look for each.
+fn is_fresh(root: &Path) -> io::Result<bool> {
+    for d in fs::read_dir(root)? {
+        let name = d?.file_name();
+        if name != STAGING && name != "lost+found" {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub fn ctx(p: &Path, e: io::Error) -> Error {
@@ -225,16 +261,27 @@ pub fn link_hardlinks<'a>(root: &Path, entries: impl Iterator<Item = &'a Entry>)
     Ok(())
 }
 
-/// Directory metadata, deepest first (setting a parent's mtime before filling it is useless).
-pub fn finish_dirs<'a>(
-    root: &Path,
-    entries: impl DoubleEndedIterator<Item = &'a Entry>,
-) -> Result<()> {
-    for e in entries.rev() {
-        if matches!(e.kind, Kind::Dir) {
-            let p = join(root, &e.path);
-            fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))?;
+/// Directory metadata, once nothing more is created in them (creating an entry changes its
+/// directory's mtime). Deepest first, one depth at a time in parallel: a parent's final mode
+/// may forbid a non-root installer to reach into it.
+pub fn finish_dirs<'a>(root: &Path, entries: impl Iterator<Item = &'a Entry>) -> Result<()> {
+    let mut by_depth: Vec<Vec<&Entry>> = Vec::new();
+    for e in entries.filter(|e| matches!(e.kind, Kind::Dir)) {
+        let depth = if e.path.is_empty() {
+            0
+        } else {
+            1 + e.path.iter().filter(|&&b| b == b'/').count()
+        };
+        if by_depth.len() <= depth {
+            by_depth.resize_with(depth + 1, Vec::new);
         }
+        by_depth[depth].push(e);
+    }
+    for level in by_depth.iter().rev() {
+        level.par_iter().try_for_each(|e| {
+            let p = join(root, &e.path);
+            fsutil::apply_meta(&p, e).map_err(|err| ctx(&p, err))
+        })?;
     }
     Ok(())
 }
@@ -297,10 +344,14 @@ pub fn fetch_files(
         }
     }
     // Pipeline: this thread reads the pack (network-bound later); records up to
-    // `INLINE_MAX` are handed whole to worker threads that decompress, verify, write and
-    // commit (CPU- and syscall-bound: ~2x on 2 cores). Larger records stream inline, so
-    // memory stays bounded by the channel depth × `INLINE_MAX`.
+    // `INLINE_MAX` are handed to worker threads that decompress, verify, write and commit
+    // (CPU- and syscall-bound: ~2x on 2 cores), in batches of up to `BATCH_BYTES`: one
+    // hand-off per record (~12k on the Debian tree) cost ~10% of the install in wake-ups.
+    // Larger records stream inline, so memory stays bounded by the channel depth ×
+    // `BATCH_BYTES` plus `INLINE_MAX`.
     const INLINE_MAX: u64 = 4 << 20;
+    const BATCH_BYTES: usize = 1 << 20;
+    const BATCH_RECORDS: usize = 64;
     // More writers than cores measured slower (file creation contends on ext4's journal
     // and directory locks, not on I/O latency).
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -316,21 +367,27 @@ pub fn fetch_files(
         last_report: &last_report,
         files: &files,
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u8, Vec<u8>, Vec<&Entry>)>(workers * 8);
+    type Record<'e> = (u8, Vec<u8>, Vec<&'e Entry>);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(workers * 2);
     let rx = std::sync::Mutex::new(rx);
     let reader_result = std::thread::scope(|scope| -> Result<()> {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let job = rx.lock().map(|r| r.recv());
-                let Ok(Ok((tag, bytes, targets))) = job else {
+                let Ok(Ok(batch)) = job else {
                     return;
                 };
-                if let Err(e) = ctx_w.write_small(tag, &bytes, &targets) {
-                    failed.lock().unwrap().get_or_insert(e);
+                for (tag, bytes, targets) in batch {
+                    if let Err(e) = ctx_w.write_small(tag, &bytes, &targets) {
+                        failed.lock().unwrap().get_or_insert(e);
+                        break;
+                    }
                 }
             });
         }
         let res = (|| -> Result<()> {
+            let mut batch: Vec<Record> = Vec::new();
+            let mut batch_bytes = 0;
             while !by_hash.is_empty() {
                 if failed.lock().unwrap().is_some() {
                     return Ok(());
@@ -351,10 +408,26 @@ pub fn fetch_files(
                             "pack ended before all content arrived".into(),
                         ));
                     }
-                    if tx.send((hdr.tag, buf, targets)).is_err() {
+                    batch_bytes += buf.len();
+                    batch.push((hdr.tag, buf, targets));
+                    if (batch_bytes >= BATCH_BYTES
+                        || batch.len() >= BATCH_RECORDS
+                        || by_hash.is_empty())
+                        && tx.send(std::mem::take(&mut batch)).is_err()
+                    {
                         return Ok(());
                     }
+                    if batch.is_empty() {
+                        batch_bytes = 0;
+                    }
                 } else {
+                    // The workers get what is pending before this thread turns writer.
+                    if !batch.is_empty() {
+                        batch_bytes = 0;
+                        if tx.send(std::mem::take(&mut batch)).is_err() {
+                            return Ok(());
+                        }
+                    }
                     ctx_w.write_record(hdr.tag, &mut limited, &targets)?;
                     // Whatever the decoder left unread of the record (there should be nothing).
                     io::copy(&mut limited, &mut io::sink())?;
@@ -591,6 +664,11 @@ impl Target {
         drop(self.file.take());
         let written = written.and_then(|f| {
             fsutil::apply_meta_fd(&f, e).map_err(|err| ctx(&self.dst, err))?;
+            if let Kind::File { size, .. } = e.kind {
+                if size >= WRITEBACK_MIN {
+                    fsutil::start_writeback(&f);
+                }
+            }
             Ok(f)
         });
         let at = self.staged.as_ref().unwrap_or(&self.dst);

@@ -7,6 +7,7 @@
 //!
 //! Format details: docs/tree.md.
 
+pub mod byteranges;
 pub mod delta;
 pub mod exclude;
 pub mod fsutil;

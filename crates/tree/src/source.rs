@@ -34,6 +34,13 @@ pub trait Source: Sync {
             .map(<[u8]>::to_vec)
             .ok_or_else(|| Error::Integrity(format!("blob {} is shorter than {end}", hex(hash))))
     }
+    /// Several ranges of one stored blob at once (HTTP: one multi-range request).
+    fn blob_ranges(&self, hash: &Hash, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|&(s, e)| self.blob_range(hash, s, e))
+            .collect()
+    }
     /// One stored blob: `(encoding tag, stored payload)`.
     fn blob(&self, hash: &Hash) -> Result<(u8, Box<dyn Read + Send>)>;
     /// Upgrade metadata `metadata/<from>/<role>/<to>/<name>` (`exclude`, `add_only`, `pre`,
