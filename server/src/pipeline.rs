@@ -612,13 +612,14 @@ impl Server {
                 j.hw_text.clone(),
             ));
         }
-        if let Err(e) = edeploy_fsutil::write_files(&hw_files) {
-            return all(internal(format!("saving hardware files: {e}")));
-        }
+        // The hardware files go to disk with the batch's commit, in the same waits.
         let dir = ConfigDir::new(&conf.config_dir);
         let mut state = match self.states.load(&dir.state_path()) {
             Ok(s) => s,
-            Err(e) => return all(internal(e)),
+            Err(e) => {
+                let _ = store::commit(&conf.config_dir, &[], &hw_files);
+                return all(internal(e));
+            }
         };
         let first_state = state.clone();
         let mut cmdbs: HashMap<String, Option<Cmdb>> = HashMap::new();
@@ -700,7 +701,7 @@ impl Server {
         if state != first_state {
             files.push((dir.state_path(), state.to_text().into_bytes()));
         }
-        if let Err(e) = store::commit(&conf.config_dir, &files) {
+        if let Err(e) = store::commit(&conf.config_dir, &files, &hw_files) {
             let e = internal(format!("commit: {e}"));
             for (_, r) in &mut results {
                 if r.is_ok() {
@@ -735,6 +736,7 @@ impl Server {
             store::commit(
                 &conf.config_dir,
                 &[(dir.state_path(), state.to_text().into_bytes())],
+                &[],
             )
             .map_err(|e| internal(format!("commit: {e}")))?;
         }

@@ -19,30 +19,55 @@ pub fn journal_path(config_dir: &Path) -> PathBuf {
     config_dir.join(JOURNAL)
 }
 
-/// Replaces every `(path, content)` together, crash-safely (see the module doc).
-pub fn commit(config_dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> io::Result<()> {
-    match files {
-        [] => Ok(()),
-        // One file needs no journal: its own atomic rename is the commit.
-        [_] => write_files(files),
-        _ => {
-            let journal = journal_path(config_dir);
-            let entries: Vec<serde_json::Value> = files
-                .iter()
-                .map(|(p, d)| {
-                    // Absolute: the process that rolls the journal forward may run elsewhere
-                    // (a CGI under another web server, `serve` started from another directory).
-                    let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-                    serde_json::json!([p.to_string_lossy(), String::from_utf8_lossy(d)])
-                })
-                .collect();
-            write_files(&[(
-                journal.clone(),
-                serde_json::Value::Array(entries).to_string().into_bytes(),
-            )])?;
-            apply(&journal, files)
-        }
+/// Replaces every `(path, content)` of `files` together, crash-safely (see the module doc),
+/// and each of `loose` on its own (atomically and durably, outside the all-or-nothing group:
+/// the hardware files of a batch). Four waits for the disk however many files:
+/// 1. every temp file (journal, files, loose) written and fsynced at once;
+/// 2. the journal renamed into place, its directory fsynced: the commit point;
+/// 3. the files and loose files renamed, their directories fsynced together;
+/// 4. the journal removed, its directory fsynced (a journal left behind would later roll
+///    its files forward over newer ones).
+///
+/// A single file needs no journal (its rename is the commit): rounds 1 and 3 only.
+pub fn commit(
+    config_dir: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+    loose: &[(PathBuf, Vec<u8>)],
+) -> io::Result<()> {
+    let journal = (files.len() > 1).then(|| (journal_path(config_dir), journal_text(files)));
+    let all: Vec<(&Path, &[u8])> = journal
+        .iter()
+        .chain(files)
+        .chain(loose)
+        .map(|(p, d)| (p.as_path(), d.as_slice()))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
     }
+    let mut staged = edeploy_fsutil::stage_files(&all)?;
+    let n = all.len();
+    drop(all);
+    let Some((path, _)) = journal else {
+        return staged.publish(0..n);
+    };
+    staged.publish(0..1)?;
+    staged.publish(1..n)?;
+    fs::remove_file(&path)?;
+    fs::File::open(edeploy_fsutil::parent_dir(&path))?.sync_all()
+}
+
+/// The journal's content: `[[absolute path, content], …]`.
+fn journal_text(files: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(p, d)| {
+            // Absolute: the process that rolls the journal forward may run elsewhere (a CGI
+            // under another web server, `serve` started from another directory).
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            serde_json::json!([p.to_string_lossy(), String::from_utf8_lossy(d)])
+        })
+        .collect();
+    serde_json::Value::Array(entries).to_string().into_bytes()
 }
 
 fn apply(journal: &Path, files: &[(PathBuf, Vec<u8>)]) -> io::Result<()> {
@@ -149,13 +174,21 @@ mod tests {
     fn journal_rolls_forward() {
         let d = tempfile::tempdir().unwrap();
         let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let loose = d.path().join("hw").join("m.hw");
+        fs::create_dir(d.path().join("hw")).unwrap();
         commit(
             d.path(),
             &[(a.clone(), b"1".to_vec()), (b.clone(), b"2".to_vec())],
+            &[(loose.clone(), b"hw".to_vec())],
         )
         .unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"1");
+        assert_eq!(fs::read(&b).unwrap(), b"2");
+        assert_eq!(fs::read(&loose).unwrap(), b"hw");
         assert!(!journal_path(d.path()).exists());
+        // Nothing but the files themselves is left (no temp files).
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 3);
+        assert_eq!(fs::read_dir(d.path().join("hw")).unwrap().count(), 1);
         // A crash after the journal was written and before the files were: recovery finishes it.
         fs::write(
             journal_path(d.path()),

@@ -26,35 +26,68 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// about one. Every file is still fsynced before it is renamed: durability is unchanged; only
 /// the waiting overlaps.
 pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<()> {
-    let mut temps = Vec::with_capacity(files.len());
-    let result = (|| {
-        let mut opened = Vec::with_capacity(files.len());
-        for (p, d) in files {
-            let tmp = temp_path(p.as_ref())?;
-            let mut f = File::create(&tmp)?;
-            temps.push(tmp);
-            f.write_all(d.as_ref())?;
-            opened.push(f);
-        }
-        sync_all_parallel(&opened)?;
-        let mut dirs: Vec<&Path> = Vec::new();
-        for ((p, _), tmp) in files.iter().zip(&temps) {
-            fs::rename(tmp, p)?;
-            let dir = parent_dir(p.as_ref());
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+    let mut staged = stage_files(files)?;
+    staged.publish(0..files.len())
+}
+
+/// Temp files written and fsynced beside their targets, not yet renamed over them (the first
+/// half of [`write_files`], for callers that order their renames: a journal before the files
+/// it covers). Temp files never published are removed when this is dropped.
+pub struct Staged {
+    /// (temp, target); `None` once published.
+    pending: Vec<Option<(PathBuf, PathBuf)>>,
+}
+
+/// Writes every file's temp and fsyncs them all concurrently: one wait for the disk however
+/// many files.
+pub fn stage_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<Staged> {
+    let mut staged = Staged {
+        pending: Vec::with_capacity(files.len()),
+    };
+    let mut opened = Vec::with_capacity(files.len());
+    for (p, d) in files {
+        let tmp = temp_path(p.as_ref())?;
+        let mut f = File::create(&tmp)?;
+        staged.pending.push(Some((tmp, p.as_ref().to_path_buf())));
+        f.write_all(d.as_ref())?;
+        opened.push(f);
+    }
+    sync_all_parallel(&opened)?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Renames the temps of files `which` (indexes in the staged order) over their targets,
+    /// then fsyncs each directory concerned, concurrently.
+    pub fn publish(&mut self, which: std::ops::Range<usize>) -> io::Result<()> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for slot in &mut self.pending[which] {
+            let Some((tmp, target)) = slot.take() else {
+                continue;
+            };
+            if let Err(e) = fs::rename(&tmp, &target) {
+                *slot = Some((tmp, target));
+                return Err(e);
+            }
+            let dir = parent_dir(&target);
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
             }
         }
-        temps.clear();
-        for d in dirs {
-            File::open(d)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    for t in temps {
-        let _ = fs::remove_file(t);
+        let opened = dirs
+            .iter()
+            .map(File::open)
+            .collect::<io::Result<Vec<_>>>()?;
+        sync_all_parallel(&opened)
     }
-    result
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in self.pending.iter().flatten() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 /// fsync of every file, concurrently when there are several (see [`write_files`]).
@@ -181,6 +214,30 @@ mod tests {
             2,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn staged_files_publish_in_parts_and_unpublished_temps_go() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        let mut st = stage_files(&[(&a, &b"1"[..]), (&b, &b"2"[..]), (&c, &b"3"[..])]).unwrap();
+        // Staged only: temps beside the targets, no target yet.
+        assert!(!a.exists() && !b.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 3);
+        st.publish(0..1).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"1");
+        assert!(!b.exists());
+        st.publish(1..2).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"2");
+        // Publishing again is a no-op; dropping removes the temp of `c`, never published.
+        st.publish(0..2).unwrap();
+        drop(st);
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]
