@@ -20,15 +20,19 @@ pub fn journal_path(config_dir: &Path) -> PathBuf {
 }
 
 /// Replaces every `(path, content)` of `files` together, crash-safely (see the module doc),
-/// and each of `loose` on its own (atomically and durably, outside the all-or-nothing group:
-/// the hardware files of a batch). Four waits for the disk however many files:
+/// and each of `loose` on its own (the batch's hardware files). Every file is written to a
+/// temp file, fsynced and renamed (DESIGN §4), and the waits for the disk are shared:
 /// 1. every temp file (journal, files, loose) written and fsynced at once;
 /// 2. the journal renamed into place, its directory fsynced: the commit point;
-/// 3. the files and loose files renamed, their directories fsynced together;
+/// 3. the loose files renamed; the files renamed and their directories fsynced, so an
+///    answered allocation survives a power cut (else the entry could be handed out twice);
 /// 4. the journal removed, its directory fsynced (a journal left behind would later roll
 ///    its files forward over newer ones).
 ///
-/// A single file needs no journal (its rename is the commit): rounds 1 and 3 only.
+/// A single file needs no journal (its rename is the commit): rounds 1 and 3. A loose file's
+/// new name is not waited for: it is whole either way, allocates nothing, and reaches the
+/// disk with the filesystem's next journal commit (a `kill -9` loses nothing: the rename is
+/// done) — a batch of hardware files alone costs one wait, not two.
 pub fn commit(
     config_dir: &Path,
     files: &[(PathBuf, Vec<u8>)],
@@ -45,15 +49,20 @@ pub fn commit(
         return Ok(());
     }
     let mut staged = edeploy_fsutil::stage_files(&all)?;
+    let first = usize::from(journal.is_some());
+    let loose_at = first + files.len();
     let n = all.len();
     drop(all);
-    let Some((path, _)) = journal else {
-        return staged.publish(0..n);
-    };
-    staged.publish(0..1)?;
-    staged.publish(1..n)?;
-    fs::remove_file(&path)?;
-    fs::File::open(edeploy_fsutil::parent_dir(&path))?.sync_all()
+    if first == 1 {
+        staged.publish(0..1)?;
+    }
+    staged.rename(loose_at..n)?;
+    staged.publish(first..loose_at)?;
+    if let Some((path, _)) = journal {
+        fs::remove_file(&path)?;
+        fs::File::open(edeploy_fsutil::parent_dir(&path))?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The journal's content: `[[absolute path, content], …]`.
