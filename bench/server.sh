@@ -10,7 +10,8 @@
 #      own question, "at 2,000 req/s, what p99".
 #  - CGI under a real lighttpd (`cgi-bin/upload.py`)          (goal >= 300 req/s)
 # The load generator is server/examples/loadgen.rs and shares the machine's cores with the server.
-# Knobs: SECONDS_EACH, CONC (a list of client counts), OPEN_RATE (a list of offered rates),
+# Knobs: SECONDS_EACH, WARMUP_SECONDS (unmeasured load first, default 3), CONC (a list of client
+# counts), OPEN_RATE (a list of offered rates),
 # OPEN_CONNS, CGI_CONC, PROFILES, BENCH_DIR (where the config and written files live: the disk
 # under test; default a temp dir under $TMPDIR).
 set -euo pipefail
@@ -51,6 +52,8 @@ EDEPLOY_LOG=warn "$bin" serve --config "$conf" --listen "127.0.0.1:$port" >/dev/
 pids+=($!)
 wait_port "$port"
 echo "machine: $(nproc) cores, $(uptime | sed 's/.*load/load/')"
+# Unmeasured warm-up: page cache, the server's caches, the fsync threads, the hw directory.
+"$loadgen" run "127.0.0.1:$port" /upload 16 "${WARMUP_SECONDS:-3}" "$PROFILES" >/dev/null
 for c in $CONC; do
   echo "embedded server, $PROFILES profiles, closed loop, $c clients, ${SECONDS_EACH}s:"
   echo "  $("$loadgen" run "127.0.0.1:$port" /upload "$c" "$SECONDS_EACH" "$PROFILES")"
