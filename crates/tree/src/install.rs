@@ -345,8 +345,8 @@ pub fn fetch_files(
     }
     // Pipeline: this thread reads the pack (network-bound later); records up to
     // `INLINE_MAX` are handed to worker threads that decompress, verify, write and commit
-    // (CPU- and syscall-bound: ~2x on 2 cores), in batches of up to `BATCH_BYTES`: one
-    // hand-off per record (~12k on the Debian tree) cost ~10% of the install in wake-ups.
+    // (CPU- and syscall-bound: ~2x on 2 cores), in batches of up to `BATCH_BYTES`: with one
+    // hand-off per record (~12k on the Debian tree), wake-ups were ~10% of the profile.
     // Larger records stream inline, so memory stays bounded by the channel depth ×
     // `BATCH_BYTES` plus `INLINE_MAX`.
     const INLINE_MAX: u64 = 4 << 20;
