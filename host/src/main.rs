@@ -43,21 +43,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs captured by a web server or a test stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    edeploy_logs::init(edeploy_logs::level(cli.verbose));
     let result = match cli.command {
         Command::Detect(args) => detect::run(&cli.root, args),
         Command::Agent(args) => agent::run(&cli.root, cli.verbose, args),

@@ -54,23 +54,11 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn init_logs(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDEPLOY_LOG")
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs captured by a web server or a test stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn main() -> ExitCode {
     if std::env::var_os("GATEWAY_INTERFACE").is_some() {
         // A web server runs us as CGI (`cgi-bin/upload.py`): argv means nothing then. Logs go to
         // stderr, which the web server keeps in its error log.
-        init_logs("warn");
+        edeploy_logs::init("warn");
         return match edeploy_server::cgi::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -80,21 +68,16 @@ fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
+    let level = edeploy_logs::level(cli.verbose);
     let result = match cli.command {
         Command::Serve(a) => {
             // SIGPIPE stays ignored (Rust's default): a client hanging up must never kill the
             // server. A server says what it does by default, so at least `info`.
-            init_logs(if cli.verbose == 0 { "info" } else { level });
+            edeploy_logs::init(if cli.verbose == 0 { "info" } else { level });
             serve::run(a)
         }
         offline_command => {
-            init_logs(level);
+            edeploy_logs::init(level);
             // The offline commands are filters: `edeploy-server generate x.cmdb | head` must end
             // quietly.
             reset_sigpipe();
