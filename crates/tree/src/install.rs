@@ -478,15 +478,8 @@ impl WriteCtx<'_> {
     /// `pwrite` per extent.
     fn write_small(&self, tag: u8, stored: &[u8], targets: &[&Entry]) -> Result<()> {
         let first = targets[0];
-        let Kind::File {
-            size,
-            hash,
-            extents,
-        } = &first.kind
-        else {
-            unreachable!()
-        };
-        let plen = payload_len(*size, extents.as_deref());
+        let (size, hash, extents) = file_content(first);
+        let plen = payload_len(size, extents);
         let bad = |why: String| {
             Error::Integrity(format!("{}: {why}", String::from_utf8_lossy(&first.path)))
         };
@@ -529,7 +522,7 @@ impl WriteCtx<'_> {
             for e in targets {
                 let mut t = Target::open(self.root, self.staging, e)?;
                 let res = (|| -> Result<File> {
-                    let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+                    let mut w = PayloadWriter::new(t.file()?, size, extents);
                     io::Write::write_all(&mut w, payload)?;
                     Ok(w.finish()?)
                 })();
@@ -544,19 +537,12 @@ impl WriteCtx<'_> {
     /// of `io::copy` meant one `pwrite` per 8 KiB).
     fn write_record(&self, tag: u8, stored: impl Read, targets: &[&Entry]) -> Result<()> {
         let first = targets[0];
-        let Kind::File {
-            size,
-            hash,
-            extents,
-        } = &first.kind
-        else {
-            unreachable!()
-        };
+        let (size, hash, extents) = file_content(first);
         let mut t = Target::open(self.root, self.staging, first)?;
         let res = (|| -> Result<File> {
             let dec = stream::decoder(tag, stored)?;
             let mut rd = Counting::new(HashVerify::new(dec, *hash), |n| self.add_bytes(n));
-            let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+            let mut w = PayloadWriter::new(t.file()?, size, extents);
             copy_big(&mut rd, &mut w).map_err(|e| {
                 Error::Integrity(format!("{}: {e}", String::from_utf8_lossy(&first.path)))
             })?;
@@ -570,8 +556,8 @@ impl WriteCtx<'_> {
         for e in &targets[1..] {
             let mut t = Target::open(self.root, self.staging, e)?;
             let res = (|| -> Result<File> {
-                let mut r = PayloadReader::new(File::open(&first_path)?, *size, extents.as_deref());
-                let mut w = PayloadWriter::new(t.file()?, *size, extents.as_deref());
+                let mut r = PayloadReader::new(File::open(&first_path)?, size, extents);
+                let mut w = PayloadWriter::new(t.file()?, size, extents);
                 copy_big(&mut r, &mut w)?;
                 Ok(w.finish()?)
             })();
@@ -594,6 +580,18 @@ thread_local! {
     /// thread decodes (a fresh context per file costs an allocation of ~100 KiB each time).
     static DECODE: std::cell::RefCell<(Option<zstd::bulk::Decompressor<'static>>, Vec<u8>)> =
         const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// Size, hash and data extents of a file entry: pack records and blobs only ever target files.
+pub(crate) fn file_content(e: &Entry) -> (u64, &Hash, Option<&[(u64, u64)]>) {
+    match &e.kind {
+        Kind::File {
+            size,
+            hash,
+            extents,
+        } => (*size, hash, extents.as_deref()),
+        _ => unreachable!("content for a non-file entry"),
+    }
 }
 
 /// `io::copy` with a 256 KiB buffer.

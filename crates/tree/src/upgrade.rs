@@ -808,22 +808,15 @@ fn stage_content(
     finish: &(dyn Fn(usize, &Entry) -> Result<()> + Sync),
 ) -> Result<()> {
     let (i0, e0) = targets[0];
-    let Kind::File {
-        size,
-        hash,
-        extents,
-    } = &e0.kind
-    else {
-        unreachable!()
-    };
+    let (size, hash, extents) = crate::install::file_content(e0);
     let dst0 = j.staged(i0);
     let mut rd = HashVerify::new(stream::decoder(tag, stored)?, *hash);
-    let mut w = PayloadWriter::new(File::create(&dst0)?, *size, extents.as_deref());
+    let mut w = PayloadWriter::new(File::create(&dst0)?, size, extents);
     crate::install::copy_big(&mut rd, &mut w)
         .map_err(|err| Error::Integrity(format!("{}: {err}", encode(&e0.path))))?;
     w.finish()?;
     for &(i, e) in &targets[1..] {
-        crate::install::copy_payload(&dst0, &j.staged(i), *size, extents.as_deref())?;
+        crate::install::copy_payload(&dst0, &j.staged(i), size, extents)?;
         finish(i, e)?;
     }
     finish(i0, e0)
@@ -837,16 +830,9 @@ fn copy_verified(
     e: &Entry,
     dst: &Path,
 ) -> Result<()> {
-    let Kind::File {
-        size: ns,
-        hash,
-        extents: nx,
-    } = &e.kind
-    else {
-        unreachable!()
-    };
+    let (ns, hash, nx) = crate::install::file_content(e);
     let mut r = HashVerify::new(PayloadReader::new(File::open(from)?, size, ext), *hash);
-    let mut w = PayloadWriter::new(File::create(dst)?, *ns, nx.as_deref());
+    let mut w = PayloadWriter::new(File::create(dst)?, ns, nx);
     io::copy(&mut r, &mut w)?;
     w.finish()?;
     Ok(())
