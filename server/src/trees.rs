@@ -197,7 +197,13 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
             start: parts[0].0,
             end: parts[0].1,
         },
-        _ if parts.iter().map(|(s, e)| e - s + 1).sum::<u64>() > MAX_PARTS_BYTES => ByteRange::Full,
+        _ if parts
+            .iter()
+            .fold(0u64, |n, (s, e)| n.saturating_add(e - s + 1))
+            > MAX_PARTS_BYTES =>
+        {
+            ByteRange::Full
+        }
         _ => ByteRange::Parts(parts),
     }
 }

@@ -50,12 +50,15 @@ pub fn parse(boundary: &str, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, String>
             }
         }
         let (start, end) = range.ok_or("multipart part without Content-Range")?;
-        let len = (end - start + 1) as usize;
-        let data = body
-            .get(at..at + len)
-            .ok_or("multipart part shorter than its Content-Range")?;
+        // Checked: the numbers come from the network.
+        let short = "multipart part shorter than its Content-Range";
+        let stop = usize::try_from(end - start)
+            .ok()
+            .and_then(|n| at.checked_add(n)?.checked_add(1))
+            .ok_or(short)?;
+        let data = body.get(at..stop).ok_or(short)?;
         parts.push((start, data.to_vec()));
-        at = find(body, delim, at + len).ok_or("multipart body without its closing boundary")?;
+        at = find(body, delim, stop).ok_or("multipart body without its closing boundary")?;
     }
 }
 
@@ -78,7 +81,7 @@ pub fn pick(wanted: &[(u64, u64)], parts: &[(u64, Vec<u8>)]) -> Result<Vec<Vec<u
         .map(|&(s, e)| {
             parts
                 .iter()
-                .find(|(ps, d)| *ps <= s && ps + d.len() as u64 >= e)
+                .find(|(ps, d)| *ps <= s && ps.saturating_add(d.len() as u64) >= e)
                 .map(|(ps, d)| d[(s - ps) as usize..(e - ps) as usize].to_vec())
                 .ok_or_else(|| format!("the response lacks bytes {s}-{}", e - 1))
         })
@@ -145,6 +148,14 @@ mod tests {
         assert!(parse("B", no_range).is_err());
         let backwards = b"--B\r\nContent-Range: bytes 5-1/9\r\n\r\nhello\r\n--B--\r\n";
         assert!(parse("B", backwards).is_err());
+        // Lengths that overflow any arithmetic are refused, not wrapped.
+        let huge = format!(
+            "--B\r\nContent-Range: bytes 0-{}/*\r\n\r\nx\r\n--B--\r\n",
+            u64::MAX
+        );
+        assert!(parse("B", huge.as_bytes()).is_err());
+        let parts = [(u64::MAX - 1, vec![1u8, 2])];
+        assert!(pick(&[(u64::MAX - 1, u64::MAX)], &parts).is_ok());
     }
 
     #[test]
