@@ -105,12 +105,13 @@ fn sync_all_parallel(files: &[File]) -> io::Result<()> {
     let Some((first, rest)) = files.split_first() else {
         return Ok(());
     };
-    if rest.is_empty() {
-        return first.sync_all();
+    let pool = SyncPool::get();
+    if rest.is_empty() || pool.grow(rest.len()) == 0 {
+        return files.iter().try_for_each(File::sync_all);
     }
     let (reply, replies) = mpsc::channel();
     for f in rest {
-        SyncPool::get().submit(f.as_raw_fd(), reply.clone());
+        pool.submit(f.as_raw_fd(), reply.clone());
     }
     drop(reply);
     let mut result = first.sync_all();
@@ -129,11 +130,15 @@ fn sync_all_parallel(files: &[File]) -> io::Result<()> {
 
 type SyncJob = (RawFd, mpsc::Sender<io::Result<()>>);
 
-/// Threads that run the concurrent fsyncs, started once per process. A thread spawned per
-/// batch cost a clone, its stack's page faults and an exit each: at 2,000 uploads/s the
-/// server spent more CPU starting fsync threads than matching hardware.
+/// Threads that run the concurrent fsyncs, kept for the life of the process. A thread spawned
+/// per file per batch cost a clone, its stack's page faults and an exit each: at 2,000
+/// uploads/s the server spent more CPU starting fsync threads than matching hardware.
 struct SyncPool {
     jobs: Mutex<mpsc::Sender<SyncJob>>,
+    queue: Arc<Mutex<mpsc::Receiver<SyncJob>>>,
+    /// Threads started so far: as many as the largest batch needed, up to `THREADS` (a CGI
+    /// process that commits three files starts two).
+    started: Mutex<usize>,
 }
 
 impl SyncPool {
@@ -144,36 +149,48 @@ impl SyncPool {
         static POOL: OnceLock<SyncPool> = OnceLock::new();
         POOL.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<SyncJob>();
-            let rx = Arc::new(Mutex::new(rx));
-            for i in 0..Self::THREADS {
-                let rx = rx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("fsync-{i}"))
-                    .stack_size(64 << 10)
-                    .spawn(move || loop {
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((fd, reply)) = job else {
-                            return;
-                        };
-                        // SAFETY: `fd` is open: its owner waits for this reply before it can
-                        // close it (see sync_all_parallel).
-                        let rc = unsafe { libc::fsync(fd) };
-                        let r = if rc == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::last_os_error())
-                        };
-                        let _ = reply.send(r);
-                    });
-                // Fewer threads (even none: jobs then fail below) rather than a panic.
-                if spawned.is_err() {
-                    break;
-                }
-            }
             SyncPool {
                 jobs: Mutex::new(tx),
+                queue: Arc::new(Mutex::new(rx)),
+                started: Mutex::new(0),
             }
         })
+    }
+
+    /// Starts threads until `n` jobs can run at once (at most `THREADS`); returns how many
+    /// threads there are (0 when none could be started: the caller then syncs by itself).
+    fn grow(&self, n: usize) -> usize {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        while *started < n.min(Self::THREADS) {
+            let queue = self.queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fsync-{started}"))
+                .stack_size(64 << 10)
+                .spawn(move || Self::work(&queue));
+            if spawned.is_err() {
+                break;
+            }
+            *started += 1;
+        }
+        *started
+    }
+
+    fn work(queue: &Mutex<mpsc::Receiver<SyncJob>>) {
+        loop {
+            let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok((fd, reply)) = job else {
+                return;
+            };
+            // SAFETY: `fd` is open: its owner waits for this reply before it can close it
+            // (see sync_all_parallel).
+            let rc = unsafe { libc::fsync(fd) };
+            let r = if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            };
+            let _ = reply.send(r);
+        }
     }
 
     fn submit(&self, fd: RawFd, reply: mpsc::Sender<io::Result<()>>) {
