@@ -22,8 +22,8 @@ pub fn router(server: Arc<Server>) -> Router {
 pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // No Nagle: a streamed response goes out as headers, then body chunks; with Nagle the
-    // first chunk waited for the client's delayed ACK of the headers, ~40 ms per request (a
-    // delta upgrade's 320 range requests took 0.6 s instead of 0.03 s).
+    // first chunk waited for the client's delayed ACK of the headers, up to ~40 ms per request
+    // (a delta upgrade's 320 range requests, 16 at a time: 0.62 s with Nagle, 0.2 s without).
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("TCP_NODELAY: {e}");
@@ -161,10 +161,10 @@ fn byteranges(
 }
 
 /// `GET`/`HEAD` of a store or metadata file, with `Range` support (one range, or several as
-/// `multipart/byteranges`). Up to `SMALL` bytes
-/// are read in the same blocking task that finds the file and sent as one body (a delta
-/// upgrade asks for hundreds of small ranges: each thread hop and write counted); more are
-/// streamed in chunks (a pack can be gigabytes; hundreds of hosts may fetch one at once).
+/// `multipart/byteranges`). Up to `SMALL` bytes are read in the same blocking task that finds
+/// the file and sent as one body (a delta upgrade asks for hundreds of small ranges: each
+/// thread hop and write counted); more are streamed in chunks (a pack can be gigabytes;
+/// hundreds of hosts may fetch one at once).
 async fn serve_tree(server: Arc<Server>, req: HttpRequest<Body>) -> HttpResponse {
     use futures_util::StreamExt;
     use tokio::io::AsyncReadExt;
