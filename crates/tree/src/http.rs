@@ -43,6 +43,30 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 << attempt.min(5))
 }
 
+/// What one try of a request gave: an answer, or a failure worth another try (a dropped
+/// connection, a 5xx). A failure that is final is the closure's `Err`.
+enum Step<T> {
+    Done(T),
+    Retry(Error),
+}
+
+/// `once` until it answers, at most `ATTEMPTS` tries with a growing pause between them.
+fn retrying<T>(mut once: impl FnMut() -> Result<Step<T>>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match once()? {
+            Step::Done(v) => return Ok(v),
+            Step::Retry(e) => {
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    return Err(e);
+                }
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+}
+
 fn net(url: &str, e: impl std::fmt::Display) -> Error {
     Error::Io(io::Error::other(format!("{url}: {e}")))
 }
@@ -115,8 +139,7 @@ impl HttpSource {
         range_from: u64,
         range_end: Option<u64>,
     ) -> Result<Option<Response>> {
-        let mut attempt = 0;
-        loop {
+        retrying(|| {
             let mut req = self.client.get(url);
             match range_end {
                 Some(end) => {
@@ -128,43 +151,31 @@ impl HttpSource {
                 }
                 None => {}
             }
-            let err = match req.send() {
-                Ok(r) if r.status() == StatusCode::NOT_FOUND => return Ok(None),
-                Ok(r) if r.status().is_server_error() => net(url, r.status()),
+            Ok(match req.send() {
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => Step::Done(None),
+                Ok(r) if r.status().is_server_error() => Step::Retry(net(url, r.status())),
                 Ok(r) if r.status().is_success() => {
-                    return check_range(url, r, range_from, range_end.is_some()).map(Some)
+                    Step::Done(Some(check_range(url, r, range_from, range_end.is_some())?))
                 }
                 Ok(r) => return Err(net(url, r.status())),
-                Err(e) => net(url, error_chain(&e)),
-            };
-            attempt += 1;
-            if attempt >= ATTEMPTS {
-                return Err(err);
-            }
-            std::thread::sleep(backoff(attempt));
-        }
+                Err(e) => Step::Retry(net(url, error_chain(&e))),
+            })
+        })
     }
 
     /// A whole small body (manifests, indexes, metadata); `None` on 404.
     fn get_bytes(&self, route: &str) -> Result<Option<Vec<u8>>> {
         let url = self.url(route);
-        let mut attempt = 0;
-        loop {
+        retrying(|| {
             let Some(mut r) = self.get(&url, 0)? else {
-                return Ok(None);
+                return Ok(Step::Done(None));
             };
             let mut buf = Vec::new();
-            match r.read_to_end(&mut buf) {
-                Ok(_) => return Ok(Some(buf)),
-                Err(e) => {
-                    attempt += 1;
-                    if attempt >= ATTEMPTS {
-                        return Err(net(&url, e));
-                    }
-                    std::thread::sleep(backoff(attempt));
-                }
-            }
-        }
+            Ok(match r.read_to_end(&mut buf) {
+                Ok(_) => Step::Done(Some(buf)),
+                Err(e) => Step::Retry(net(&url, e)),
+            })
+        })
     }
 
     fn must(&self, route: &str, what: String) -> Result<Vec<u8>> {
@@ -284,23 +295,16 @@ impl Source for HttpSource {
     fn blob_range(&self, hash: &Hash, start: u64, end: u64) -> Result<Vec<u8>> {
         let x = hex(hash);
         let url = self.url(&format!("trees/blobs/{}/{x}", &x[..2]));
-        let mut attempt = 0;
-        loop {
+        retrying(|| {
             let r = self
                 .get_range(&url, start, Some(end))?
                 .ok_or_else(|| Error::NotFound(format!("blob {x}")))?;
             let mut buf = Vec::with_capacity((end - start) as usize);
-            match r.take(end - start).read_to_end(&mut buf) {
-                Ok(_) => return Ok(buf),
-                Err(e) => {
-                    attempt += 1;
-                    if attempt >= ATTEMPTS {
-                        return Err(net(&url, e));
-                    }
-                    std::thread::sleep(backoff(attempt));
-                }
-            }
-        }
+            Ok(match r.take(end - start).read_to_end(&mut buf) {
+                Ok(_) => Step::Done(buf),
+                Err(e) => Step::Retry(net(&url, e)),
+            })
+        })
     }
 
     /// One request for all `ranges` (`Range: bytes=a-b,c-d,…`), answered as
@@ -319,48 +323,42 @@ impl Source for HttpSource {
             .map(|&(s, e)| format!("{s}-{}", e.saturating_sub(1)))
             .collect();
         let spec = format!("bytes={}", spec.join(","));
-        let mut attempt = 0;
-        loop {
-            let err = match self.client.get(&url).header(RANGE, &spec).send() {
+        retrying(|| {
+            let r = match self.client.get(&url).header(RANGE, &spec).send() {
                 Ok(r) if r.status() == StatusCode::NOT_FOUND => {
                     return Err(Error::NotFound(format!("blob {x}")))
                 }
-                Ok(r) if r.status().is_success() => {
-                    let ctype = r
-                        .headers()
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    let start = match r.status() {
-                        StatusCode::PARTIAL_CONTENT => range_start(&r),
-                        _ => Some(0),
-                    };
-                    let mut body = Vec::new();
-                    match r.take(BYTERANGES_MAX).read_to_end(&mut body) {
-                        Ok(_) => {
-                            let parts = match (crate::byteranges::boundary(&ctype), start) {
-                                (Some(b), _) => crate::byteranges::parse(b, &body),
-                                (None, Some(s)) => Ok(vec![(s, body)]),
-                                (None, None) => Err("206 without Content-Range".to_string()),
-                            };
-                            return parts
-                                .and_then(|p| crate::byteranges::pick(ranges, &p))
-                                .map_err(|why| net(&url, why));
-                        }
-                        Err(e) => net(&url, e),
-                    }
+                Ok(r) if r.status().is_server_error() => {
+                    return Ok(Step::Retry(net(&url, r.status())))
                 }
-                Ok(r) if r.status().is_server_error() => net(&url, r.status()),
+                Ok(r) if r.status().is_success() => r,
                 Ok(r) => return Err(net(&url, r.status())),
-                Err(e) => net(&url, error_chain(&e)),
+                Err(e) => return Ok(Step::Retry(net(&url, error_chain(&e)))),
             };
-            attempt += 1;
-            if attempt >= ATTEMPTS {
-                return Err(err);
+            let ctype = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let start = match r.status() {
+                StatusCode::PARTIAL_CONTENT => range_start(&r),
+                _ => Some(0),
+            };
+            let mut body = Vec::new();
+            if let Err(e) = r.take(BYTERANGES_MAX).read_to_end(&mut body) {
+                return Ok(Step::Retry(net(&url, e)));
             }
-            std::thread::sleep(backoff(attempt));
-        }
+            let parts = match (crate::byteranges::boundary(&ctype), start) {
+                (Some(b), _) => crate::byteranges::parse(b, &body),
+                (None, Some(s)) => Ok(vec![(s, body)]),
+                (None, None) => Err("206 without Content-Range".to_string()),
+            };
+            parts
+                .and_then(|p| crate::byteranges::pick(ranges, &p))
+                .map(Step::Done)
+                .map_err(|why| net(&url, why))
+        })
     }
 
     fn blob(&self, hash: &Hash) -> Result<(u8, Box<dyn Read + Send>)> {
