@@ -88,6 +88,9 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", conf.display()))?;
     let mut server = Server::new(conf.clone());
     server.max_upload = a.max_upload;
+    // A long-running server replaces files all day: it reuses the replaced files' inodes (see
+    // edeploy_fsutil::Spares). Before `recover`, which then adopts a previous run's temp files.
+    edeploy_fsutil::recycle_replaced_files();
     server
         .recover(edeploy_spec::conf::DEFAULT_SECTION)
         .map_err(|e| anyhow::anyhow!("recovering {}: {e}", conf.display()))?;

@@ -59,10 +59,19 @@ pub fn commit(
     staged.rename(loose_at..n)?;
     staged.publish(first..loose_at)?;
     if let Some((path, _)) = journal {
-        fs::remove_file(&path)?;
+        remove(&path)?;
         fs::File::open(edeploy_fsutil::parent_dir(&path))?.sync_all()?;
     }
     Ok(())
+}
+
+/// Removes a file the server is done with (the journal), or keeps its inode for a later write
+/// when the process recycles them (see `edeploy_fsutil::Spares`).
+fn remove(path: &Path) -> io::Result<()> {
+    match edeploy_fsutil::spares() {
+        Some(sp) => sp.retire(path),
+        None => fs::remove_file(path),
+    }
 }
 
 /// The journal's content: `[[absolute path, content], …]`.
@@ -104,13 +113,17 @@ pub fn recover(config_dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Removes temp files (`.name.tmp.PID`) a crash may have left beside the config files.
+/// Removes temp files (`.name.tmp.PID.SEQ`) a crash may have left beside the config files — or,
+/// when the process recycles inodes, takes them as spares (removing thousands at start would
+/// slow every create of the next minutes on ext4 without a journal: see `edeploy_fsutil::Spares`).
 pub fn clean_temps(dir: &Path) {
+    if let Some(sp) = edeploy_fsutil::spares() {
+        sp.adopt(dir);
+        return;
+    }
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with('.') && n.contains(".tmp.") {
+        if edeploy_fsutil::is_temp_name(&e.file_name().to_string_lossy()) {
             let _ = fs::remove_file(e.path());
         }
     }

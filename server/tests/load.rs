@@ -5,7 +5,8 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -122,11 +123,31 @@ fn check_after_restart(dir: &Path, conf: &Path, next: &AtomicU32, told: &HashMap
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!dir.join(edeploy_server::store::JOURNAL).exists());
-    let temps: Vec<String> = walk(dir)
-        .into_iter()
-        .filter(|n| n.contains(".tmp."))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    // Hidden temp files may remain, by design: the server keeps replaced files' inodes as spares
+    // for its next writes, and at restart adopts a crash's leftovers as spares instead of
+    // removing them (edeploy_fsutil::Spares, where the reuse itself is tested). What a crash
+    // must never leave: a temp that is not a plain file with one link (a spare is overwritten
+    // later), or more per directory than the pool keeps.
+    let mut per_dir: HashMap<PathBuf, usize> = HashMap::new();
+    for n in walk(dir) {
+        let p = dir.join(&n);
+        if !edeploy_fsutil::is_temp_name(&p.file_name().unwrap().to_string_lossy()) {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert!(m.is_file() && m.nlink() == 1, "{n}: {m:?}");
+        *per_dir
+            .entry(p.parent().unwrap().to_path_buf())
+            .or_default() += 1;
+    }
+    for (d, n) in &per_dir {
+        assert!(
+            *n <= edeploy_fsutil::Spares::CAP,
+            "{}: {n} temp files",
+            d.display()
+        );
+    }
+    eprintln!("temp files (spares) after the restart: {per_dir:?}");
     let mut told = told.clone();
     told.insert(mac, var(&r.text(), "hostname"));
     let used = used_entries(dir);

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
+mod spares;
+pub use spares::{process as spares, recycle_replaced_files, Spares};
+
 /// Replaces `path` with `data` atomically: write a temp file beside it, fsync, rename over, fsync
 /// the directory. A crash leaves either the old or the new content, never a mix; a stray temp
 /// file (`.name.tmp.*`) is all that can remain.
@@ -27,37 +30,72 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// about one. Every file is still fsynced before it is renamed: durability is unchanged; only
 /// the waiting overlaps.
 pub fn write_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<()> {
-    let mut staged = stage_files(files)?;
+    write_files_with(files, spares::process())
+}
+
+/// [`write_files`] with an explicit pool of recycled inodes (`None`: none).
+pub fn write_files_with<P: AsRef<Path>, D: AsRef<[u8]>>(
+    files: &[(P, D)],
+    spares: Option<&Spares>,
+) -> io::Result<()> {
+    let mut staged = stage_files_with(files, spares)?;
     staged.publish(0..files.len())
 }
 
 /// Temp files written and fsynced beside their targets, not yet renamed over them (the first
 /// half of [`write_files`], for callers that order their renames: a journal before the files
 /// it covers). Temp files never published are removed when this is dropped.
-pub struct Staged {
+pub struct Staged<'a> {
     /// (temp, target); `None` once published.
     pending: Vec<Option<(PathBuf, PathBuf)>>,
+    spares: Option<&'a Spares>,
 }
 
 /// Writes every file's temp and fsyncs them all concurrently: one wait for the disk however
-/// many files.
-pub fn stage_files<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> io::Result<Staged> {
+/// many files. With recycling on ([`recycle_replaced_files`]), a temp may be the inode of a
+/// file replaced earlier, overwritten and cut to length (see [`Spares`]).
+pub fn stage_files<P: AsRef<Path>, D: AsRef<[u8]>>(
+    files: &[(P, D)],
+) -> io::Result<Staged<'static>> {
+    stage_files_with(files, spares::process())
+}
+
+/// [`stage_files`] with an explicit pool of recycled inodes (`None`: none).
+pub fn stage_files_with<'a, P: AsRef<Path>, D: AsRef<[u8]>>(
+    files: &[(P, D)],
+    spares: Option<&'a Spares>,
+) -> io::Result<Staged<'a>> {
     let mut staged = Staged {
         pending: Vec::with_capacity(files.len()),
+        spares,
     };
     let mut opened = Vec::with_capacity(files.len());
     for (p, d) in files {
-        let tmp = temp_path(p.as_ref())?;
-        let mut f = File::create(&tmp)?;
-        staged.pending.push(Some((tmp, p.as_ref().to_path_buf())));
-        f.write_all(d.as_ref())?;
+        let target = p.as_ref();
+        let recycled = spares.and_then(|s| s.take(parent_dir(target)));
+        let was_recycled = recycled.is_some();
+        let (tmp, mut f) = match recycled {
+            Some(spare) => spare,
+            None => {
+                let tmp = temp_path(target)?;
+                let f = File::create(&tmp)?;
+                (tmp, f)
+            }
+        };
+        staged.pending.push(Some((tmp, target.to_path_buf())));
+        let d = d.as_ref();
+        f.write_all(d)?;
+        if was_recycled {
+            // Written from offset 0 over the old content: cut what was longer.
+            f.set_len(d.len() as u64)?;
+        }
         opened.push(f);
     }
     sync_all_parallel(&opened)?;
     Ok(staged)
 }
 
-impl Staged {
+impl Staged<'_> {
     /// Renames the temps of files `which` (indexes in the staged order) over their targets,
     /// then fsyncs each directory concerned, concurrently: the new names are durable.
     pub fn publish(&mut self, which: std::ops::Range<usize>) -> io::Result<()> {
@@ -66,7 +104,18 @@ impl Staged {
             .iter()
             .map(File::open)
             .collect::<io::Result<Vec<_>>>()?;
-        sync_all_parallel(&opened)
+        // The spares these renames made are apart from their old names once the fsync is done.
+        let marks: Vec<u64> = match self.spares {
+            Some(sp) => dirs.iter().map(|d| sp.mark(d)).collect(),
+            None => Vec::new(),
+        };
+        sync_all_parallel(&opened)?;
+        if let Some(sp) = self.spares {
+            for (d, m) in dirs.iter().zip(marks) {
+                sp.synced(d, m);
+            }
+        }
+        Ok(())
     }
 
     /// The renames of [`Staged::publish`] without the directory fsyncs: each file is whole
@@ -78,7 +127,11 @@ impl Staged {
             let Some((tmp, target)) = slot.take() else {
                 continue;
             };
-            if let Err(e) = fs::rename(&tmp, &target) {
+            let renamed = match self.spares {
+                Some(sp) => sp.replace(&tmp, &target),
+                None => fs::rename(&tmp, &target),
+            };
+            if let Err(e) = renamed {
                 *slot = Some((tmp, target));
                 return Err(e);
             }
@@ -91,7 +144,7 @@ impl Staged {
     }
 }
 
-impl Drop for Staged {
+impl Drop for Staged<'_> {
     fn drop(&mut self) {
         for (tmp, _) in self.pending.iter().flatten() {
             let _ = fs::remove_file(tmp);
@@ -206,6 +259,12 @@ pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+}
+
+/// Whether a file name is one of [`temp_path`]'s (`.NAME.tmp.PID.SEQ`): left by a crash, or a
+/// spare inode (see [`Spares`]).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
 }
 
 /// Temp names beside the target, unique within the process (threads of the embedded server) and
