@@ -79,6 +79,9 @@ pub fn stage_files_with<'a, P: AsRef<Path>, D: AsRef<[u8]>>(
             None => {
                 let tmp = temp_path(target)?;
                 let f = File::create(&tmp)?;
+                if let Some(sp) = spares {
+                    sp.learn(parent_dir(target), &f);
+                }
                 (tmp, f)
             }
         };

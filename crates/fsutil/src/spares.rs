@@ -25,7 +25,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -48,6 +48,14 @@ struct Pool {
     /// Spares numbered below this were moved aside before a completed fsync of the directory:
     /// the old name no longer points at them after a power cut.
     synced: u64,
+    /// Owner, group and mode of a temp file this process created here: a spare is reused only
+    /// when it has them too, so a recycled inode never carries another file's permissions
+    /// (an operator's 0600 CMDB) onto the file it becomes.
+    template: Option<(u32, u32, u32)>,
+}
+
+fn identity(m: &fs::Metadata) -> (u32, u32, u32) {
+    (m.uid(), m.gid(), m.mode() & 0o7777)
 }
 
 static PROCESS: OnceLock<Spares> = OnceLock::new();
@@ -94,11 +102,13 @@ impl Spares {
     /// extra wait a second under load.
     pub(crate) fn take(&self, dir: &Path) -> Option<(PathBuf, File)> {
         loop {
-            let (front_seq, next) = {
+            let (front_seq, next, template) = {
                 let dirs = self.dirs();
                 let pool = dirs.get(dir)?;
-                match pool.queue.front() {
-                    Some((_, at, seq)) if at.elapsed() >= self.min_age => (*seq, pool.next),
+                match (pool.queue.front(), pool.template) {
+                    (Some((_, at, seq)), Some(t)) if at.elapsed() >= self.min_age => {
+                        (*seq, pool.next, t)
+                    }
                     _ => return None,
                 }
             };
@@ -107,10 +117,18 @@ impl Spares {
                 self.synced(dir, next);
             }
             let path = self.dirs().get_mut(dir)?.queue.pop_front()?.0;
-            match OpenOptions::new().write(true).open(&path) {
+            // O_NOFOLLOW: a spare is a file we moved aside, never a way to write elsewhere.
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+            {
                 Ok(f) => match f.metadata() {
-                    Ok(m) if m.is_file() && m.nlink() == 1 => return Some((path, f)),
-                    // Linked elsewhere since (or not a file any more): not ours to overwrite.
+                    Ok(m) if m.is_file() && m.nlink() == 1 && identity(&m) == template => {
+                        return Some((path, f))
+                    }
+                    // Linked elsewhere since, not a file, or another owner or mode: not ours
+                    // to overwrite.
                     _ => {
                         let _ = fs::remove_file(&path);
                     }
@@ -132,12 +150,24 @@ impl Spares {
             .dirs()
             .get(dir)
             .is_none_or(|p| p.queue.len() < self.cap);
-        if room && exchange(tmp, target).is_ok() {
+        // Only a plain file is kept: a symlink or directory at `target` is replaced as before.
+        let file = || fs::symlink_metadata(target).is_ok_and(|m| m.is_file());
+        if room && file() && exchange(tmp, target).is_ok() {
             // `tmp` now names the old file.
             self.keep(dir, tmp.to_path_buf(), Instant::now());
             return Ok(());
         }
         fs::rename(tmp, target)
+    }
+
+    /// Notes the owner and mode of a temp file just created in `dir` (once per directory).
+    pub(crate) fn learn(&self, dir: &Path, created: &File) {
+        if self.dirs().get(dir).is_some_and(|p| p.template.is_some()) {
+            return;
+        }
+        if let Ok(m) = created.metadata() {
+            self.dirs().entry(dir.to_path_buf()).or_default().template = Some(identity(&m));
+        }
     }
 
     /// Moves `path` aside as a spare rather than removing it (a journal done with).
@@ -178,13 +208,15 @@ impl Spares {
 
     /// Takes the temp files a previous run left in `dir` as spares, ready at once (up to the
     /// cap; the rest are removed) — after an fsync of `dir`, as any spare (see `take`): a
-    /// killed process's last exchanges may not be on disk yet. Removing them all at start would make every create of the
-    /// next minutes pay for them (see the module doc).
+    /// killed process's last exchanges may not be on disk yet. Removing them all at start
+    /// would make every create of the next minutes pay for them (see the module doc). One
+    /// new temp file is created to learn what a fresh file's owner and mode are here.
     pub fn adopt(&self, dir: &Path) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         let ready = Instant::now()
             .checked_sub(self.min_age)
             .unwrap_or_else(Instant::now);
+        let mut adopted = false;
         for e in rd.flatten() {
             if !is_temp_name(&e.file_name().to_string_lossy()) {
                 continue;
@@ -204,8 +236,18 @@ impl Spares {
             }
             if room && file {
                 self.keep(dir, path, ready);
+                adopted = true;
             } else {
                 let _ = fs::remove_file(&path);
+            }
+        }
+        if adopted && self.dirs().get(dir).is_some_and(|p| p.template.is_none()) {
+            let Ok(probe) = temp_path(&dir.join("spare")) else {
+                return;
+            };
+            if let Ok(f) = File::create(&probe) {
+                self.learn(dir, &f);
+                self.keep(dir, probe, ready);
             }
         }
     }
@@ -313,6 +355,31 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_with_another_mode_or_a_symlink_is_not_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let sp = Spares::new(Duration::ZERO, 8);
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        write_files_with(&[(&a, &b"a"[..])], Some(&sp)).unwrap();
+        let fresh = fs::metadata(&a).unwrap().mode() & 0o7777;
+        // An operator's 0600 file, replaced: its inode must not carry 0600 onto `b`.
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+        write_files_with(&[(&a, &b"a2"[..])], Some(&sp)).unwrap();
+        assert_eq!(sp.len(d.path()), 1);
+        write_files_with(&[(&b, &b"b"[..])], Some(&sp)).unwrap();
+        assert_eq!(fs::metadata(&b).unwrap().mode() & 0o7777, fresh);
+        assert!(sp.is_empty(d.path()), "the 0600 spare was dropped");
+        // A symlink at the target is replaced, not kept: its destination is never written.
+        let outside = d.path().join("outside");
+        fs::write(&outside, "keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, &c).unwrap();
+        write_files_with(&[(&c, &b"c"[..])], Some(&sp)).unwrap();
+        assert!(sp.is_empty(d.path()));
+        assert!(fs::symlink_metadata(&c).unwrap().is_file());
+        assert_eq!(fs::read(&outside).unwrap(), b"keep me");
+    }
+
+    #[test]
     fn a_full_pool_frees_the_replaced_file() {
         let d = tempfile::tempdir().unwrap();
         let sp = Spares::new(Duration::from_secs(3600), 2);
@@ -381,12 +448,13 @@ mod tests {
         fs::write(d.path().join(".c.tmp.1.2"), "left by a crash").unwrap();
         let next = Spares::new(Duration::from_secs(3600), 8);
         next.adopt(d.path());
-        assert_eq!(next.len(d.path()), 2);
+        // Both, and the probe that learnt a fresh file's owner and mode.
+        assert_eq!(next.len(d.path()), 3);
         next.adopt(d.path());
-        assert_eq!(next.len(d.path()), 2, "adopting twice keeps one entry each");
+        assert_eq!(next.len(d.path()), 3, "adopting twice keeps one entry each");
         let c = d.path().join("c");
         write_files_with(&[(&c, &b"c"[..])], Some(&next)).unwrap();
-        assert_eq!(next.len(d.path()), 1);
-        assert_eq!(names(d.path()).len(), 2);
+        assert_eq!(next.len(d.path()), 2);
+        assert_eq!(names(d.path()).len(), 3);
     }
 }
