@@ -15,12 +15,12 @@
 //!
 //! Safety: the swap is one `renameat2(RENAME_EXCHANGE)`, as atomic as the rename it replaces
 //! (the target shows the old or the new content, never a mix); the old inode then sits under a
-//! temp name (`.NAME.tmp.PID.SEQ`, as any temp, so a crash leaves nothing a restart does not
-//! clean). A spare is reused only after [`Spares::MIN_AGE`], so a reader that opened the old file
+//! temp name (`.NAME.tmp.PID.SEQ`, as any temp: a crash leaves nothing a restart does not
+//! take back, see [`Spares::adopt`]). A spare is reused only after [`Spares::MIN_AGE`], so a reader that opened the old file
 //! just before it was replaced still reads it whole, and never when it has another hard link (an
 //! operator's `cp -al` backup is never overwritten).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -218,25 +218,25 @@ impl Spares {
         let ready = Instant::now()
             .checked_sub(self.min_age)
             .unwrap_or_else(Instant::now);
+        let known: HashSet<PathBuf> = self
+            .dirs()
+            .get(dir)
+            .map(|p| p.queue.iter().map(|(q, _, _)| q.clone()).collect())
+            .unwrap_or_default();
         let mut adopted = false;
         for e in rd.flatten() {
             if !is_temp_name(&e.file_name().to_string_lossy()) {
                 continue;
             }
             let path = e.path();
-            let known = self
-                .dirs()
-                .get(dir)
-                .is_some_and(|p| p.queue.iter().any(|(q, _, _)| *q == path));
+            if known.contains(&path) {
+                continue;
+            }
             let room = self
                 .dirs()
                 .get(dir)
                 .is_none_or(|p| p.queue.len() < self.cap);
-            let file = e.file_type().is_ok_and(|t| t.is_file());
-            if known {
-                continue;
-            }
-            if room && file {
+            if room && e.file_type().is_ok_and(|t| t.is_file()) {
                 self.keep(dir, path, ready);
                 adopted = true;
             } else {
