@@ -12,8 +12,13 @@
 # The load generator is server/examples/loadgen.rs and shares the machine's cores with the server.
 # Knobs: SECONDS_EACH, WARMUP_SECONDS (unmeasured load first, default 3), CONC (a list of client
 # counts), OPEN_RATE (a list of offered rates),
-# OPEN_CONNS, CGI_CONC, PROFILES, BENCH_DIR (where the config and written files live: the disk
-# under test; default a temp dir under $TMPDIR).
+# OPEN_CONNS, CGI_CONC, PROFILES, BENCH_DIR (the disk under test: the config and written files
+# live in BENCH_DIR/bench-server, default target/bench-server).
+# That directory is kept between runs, and each run takes up the machines the last one saved
+# (re-installs: the server writes into the inodes of the files it replaces). Deleting the
+# ~70,000 files of a run at its end made the next runs measure that deletion instead: on ext4
+# without a journal (this project's VMs) every new inode skips the inodes freed in the last one
+# to six minutes (docs/server.md). `rm -rf target/bench-server` starts over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
@@ -27,11 +32,11 @@ PROFILES=${PROFILES:-50}
 $CARGO build --quiet --release -p edeploy-server --bin edeploy-server --example loadgen
 bin=$PWD/target/release/edeploy-server
 loadgen=$PWD/target/release/examples/loadgen
-work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/edeploy-bench.XXXXXX")
+work=${BENCH_DIR:-$PWD/target}/bench-server
+mkdir -p "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -51,7 +56,7 @@ port=$(free_port)
 EDEPLOY_LOG=warn "$bin" serve --config "$conf" --listen "127.0.0.1:$port" >/dev/null &
 pids+=($!)
 wait_port "$port"
-echo "machine: $(nproc) cores, $(uptime | sed 's/.*load/load/')"
+echo "machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'); files in $work ($(find "$work/emb/hw" -name '*.hw' 2>/dev/null | wc -l) machines known)"
 # Unmeasured warm-up: page cache, the server's caches, the fsync threads, the hw directory.
 "$loadgen" run "127.0.0.1:$port" /upload 16 "${WARMUP_SECONDS:-3}" "$PROFILES" >/dev/null
 for c in $CONC; do
