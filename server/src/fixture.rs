@@ -107,15 +107,16 @@ pub fn scenario_config(dir: &Path) -> io::Result<PathBuf> {
     Ok(conf)
 }
 
+/// An `edeploy.conf` keeping everything in its own directory (hardware, logs and health files in
+/// subdirectories).
+const FLAT_CONF: &str =
+    "[SERVER]\nCONFIGDIR=.\nHWDIR=hw\nLOGDIR=logs\nHEALTHDIR=health\nLOCKFILE=edeploy.lock\n";
+
 /// A config with one profile of `entries` CMDB entries (`generate`d) and a quota of `quota`
 /// (`None`: `'*'`), taking machines of product `vm` (concurrency and crash tests).
 pub fn pool_config(dir: &Path, entries: u32, quota: Option<u32>) -> io::Result<PathBuf> {
     let conf = dir.join("edeploy.conf");
-    write(
-        dir,
-        "edeploy.conf",
-        "[SERVER]\nCONFIGDIR=.\nHWDIR=hw\nLOGDIR=logs\nHEALTHDIR=health\nLOCKFILE=edeploy.lock\n",
-    )?;
+    write(dir, "edeploy.conf", FLAT_CONF)?;
     let q = quota.map_or_else(|| "'*'".to_string(), |q| q.to_string());
     write(dir, "state", &format!("[('pool', {q})]\n"))?;
     write(
@@ -136,11 +137,7 @@ pub fn pool_config(dir: &Path, entries: u32, quota: Option<u32>) -> io::Result<P
 /// product `prodN` (so a machine of the last product is tried against every profile).
 pub fn bench_config(dir: &Path, profiles: usize) -> io::Result<PathBuf> {
     let conf = dir.join("edeploy.conf");
-    write(
-        dir,
-        "edeploy.conf",
-        "[SERVER]\nCONFIGDIR=.\nHWDIR=hw\nLOGDIR=logs\nHEALTHDIR=health\nLOCKFILE=edeploy.lock\n",
-    )?;
+    write(dir, "edeploy.conf", FLAT_CONF)?;
     let state: Vec<String> = (0..profiles).map(|i| format!("('p{i}', '*')")).collect();
     write(dir, "state", &format!("[{}]\n", state.join(",\n ")))?;
     for i in 0..profiles {
