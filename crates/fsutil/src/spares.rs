@@ -104,17 +104,17 @@ impl Spares {
     /// extra wait a second under load.
     pub(crate) fn take(&self, dir: &Path) -> Option<(PathBuf, File)> {
         loop {
-            let (front_seq, next, template) = {
+            let (unsynced, next, template) = {
                 let dirs = self.dirs();
                 let pool = dirs.get(dir)?;
                 match (pool.queue.front(), pool.template) {
                     (Some((_, at, seq)), Some(t)) if at.elapsed() >= self.min_age => {
-                        (*seq, pool.next, t)
+                        (*seq >= pool.synced, pool.next, t)
                     }
                     _ => return None,
                 }
             };
-            if front_seq >= self.dirs().get(dir)?.synced {
+            if unsynced {
                 File::open(dir).and_then(|d| d.sync_all()).ok()?;
                 self.synced(dir, next);
             }
